@@ -28,6 +28,7 @@ TASKS = [
     'tensorflow>=2.16',
     'tensorflow-datasets>=4.9',
     'tensorflow-text>=2.16',
+    'tensorboard>=2.16',  # clu's summary writer imports it.
 ]
 TEST = [
     'pytest>=8',

@@ -1,0 +1,137 @@
+"""Numpy batches for the trainer, from SeqIO tasks or from tokenized examples.
+
+An example is a dict with `inputs` and `targets` token-id sequences (EOS
+included, as SeqIO's tasks produce them); other keys ride along for
+postprocessing. `to_batch` applies the encoder-decoder conversion of SeqIO's
+`EncDecFeatureConverter` (without packing) in numpy:
+
+  encoder_input_tokens  = inputs, padded/truncated to the input length
+  decoder_target_tokens = targets, padded/truncated to the target length
+  decoder_input_tokens  = targets shifted right, starting with 0
+  decoder_loss_weights  = 1 where the target is not padding
+
+SeqIO (and with it TensorFlow) is imported only by the functions that read
+tasks, so the core runs without it. Multi-host: each process reads its own
+shard of the examples and yields its rows of the global batch.
+"""
+import itertools
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+
+Example = Mapping[str, Any]
+
+
+def _fit(ids: Sequence[int], length: int) -> np.ndarray:
+  out = np.zeros((length,), np.int32)
+  ids = np.asarray(ids, np.int32)[:length]
+  out[:len(ids)] = ids
+  return out
+
+
+def to_batch(examples: Sequence[Example], feature_lengths: Mapping[str, int]) -> Dict[str, np.ndarray]:
+  """Examples -> dict of [batch, length] int32 arrays with t5x's feature names."""
+  inputs = np.stack([_fit(ex['inputs'], feature_lengths['inputs']) for ex in examples])
+  targets = np.stack([_fit(ex['targets'], feature_lengths['targets']) for ex in examples])
+  decoder_inputs = np.zeros_like(targets)
+  decoder_inputs[:, 1:] = targets[:, :-1]
+  return {'encoder_input_tokens': inputs, 'decoder_input_tokens': decoder_inputs,
+          'decoder_target_tokens': targets, 'decoder_loss_weights': (targets > 0).astype(np.int32)}
+
+
+def batches(examples: Iterable[Example], batch_size: int, feature_lengths: Mapping[str, int],
+            *, pad_last: bool = False) -> Iterator[Dict[str, np.ndarray]]:
+  """Groups examples into fixed-shape batches.
+
+  Args:
+    examples: any iterable of examples.
+    batch_size: rows per batch (this host's rows in a multi-host run).
+    feature_lengths: {'inputs': L, 'targets': T}.
+    pad_last: emit the final partial batch padded with empty rows (their loss
+      weights are 0) and a `valid` mask, as evaluation needs every example.
+  """
+  it = iter(examples)
+  while True:
+    chunk = list(itertools.islice(it, batch_size))
+    if not chunk:
+      return
+    valid = np.arange(batch_size) < len(chunk)
+    if len(chunk) < batch_size:
+      if not pad_last:
+        return
+      chunk += [{'inputs': [], 'targets': []}] * (batch_size - len(chunk))
+    batch = to_batch(chunk, feature_lengths)
+    if pad_last:
+      batch['valid'] = valid
+    yield batch
+
+
+def shuffled_epochs(examples: Sequence[Example], seed: int, start: int = 0,
+                    shard_index: int = 0, num_shards: int = 1) -> Iterator[Example]:
+  """Endless reshuffled passes over in-memory examples, from position `start`.
+
+  Deterministic in (seed, position): resuming at `start = steps * batch_size`
+  continues exactly where an uninterrupted run would be.
+  """
+  examples = list(examples)[shard_index::num_shards]
+  if not examples:
+    raise ValueError('No examples to train on (after sharding over hosts).')
+  epoch, offset = divmod(start, len(examples))
+  while True:
+    order = np.random.default_rng([seed, epoch]).permutation(len(examples))
+    for i in order[offset:]:
+      yield examples[i]
+    epoch, offset = epoch + 1, 0
+
+
+def host_batch_size(global_batch_size: int) -> int:
+  """Rows this process contributes to each global batch."""
+  if global_batch_size % jax.process_count():
+    raise ValueError(f'BATCH_SIZE={global_batch_size} is not divisible by the '
+                     f'{jax.process_count()} processes.')
+  return global_batch_size // jax.process_count()
+
+
+# --- SeqIO ------------------------------------------------------------------
+
+def get_task(name: str):
+  """The registered SeqIO task or mixture `name`; unknown names list close matches."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers our tasks)
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError:
+    known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    raise ValueError(f'Unknown task or mixture {name!r}. Close matches: {close or "none"}. '
+                     f'Run `python -m tasks.show_tasks` to list all {len(known)}.') from None
+
+
+def seqio_examples(task_name: str, split: str, feature_lengths: Mapping[str, int], *,
+                   shuffle: bool, seed: Optional[int] = None, repeat: bool = False,
+                   skip: int = 0) -> Iterator[Dict[str, Any]]:
+  """Tokenized examples of a SeqIO task, this host's shard, as numpy dicts.
+
+  Args:
+    task_name: a registered task or mixture.
+    split: e.g. 'train', 'validation'.
+    feature_lengths: {'inputs': L, 'targets': T}; longer sequences are trimmed.
+    shuffle, seed: SeqIO's deterministic shuffling.
+    repeat: loop over the data forever (training).
+    skip: examples of this host's stream to skip (resuming at a data position).
+  """
+  import seqio  # pylint: disable=g-import-not-at-top
+  task = get_task(task_name)
+  shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+  ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=shuffle, seed=seed,
+                        shard_info=shard, num_epochs=None if repeat else 1, use_cached=False)
+  if skip:
+    ds = ds.skip(skip)
+  for ex in ds.as_numpy_iterator():
+    yield {k: (v.decode('utf-8') if isinstance(v, bytes) else v) for k, v in ex.items()}
+
+
+def take(examples: Iterable[Example], n: Optional[int]) -> List[Example]:
+  return list(examples if n is None else itertools.islice(examples, n))

@@ -1,0 +1,148 @@
+"""Evaluating a prompt: rank classification or greedy decoding, then the task's metrics.
+
+Rank classification scores every candidate target (the task's label words)
+for every example and predicts the most likely; decoding generates with the
+KV cache. Both produce strings that go through the task's postprocessor and
+metric functions, so the numbers are the task's official ones whichever way
+the predictions were made. Nothing here imports SeqIO: a task is passed as
+its pieces (`decode`, `postprocess`, `metric_fns`).
+"""
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+
+from prompt_recycling import data
+from prompt_recycling import partitioning
+
+Example = Mapping[str, Any]
+
+
+def _host_rows(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """This process's contiguous rows of a global batch every process built alike."""
+  n, i = jax.process_count(), jax.process_index()
+  rows = len(next(iter(batch.values()))) // n
+  return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
+
+
+def _global_batches(examples: Sequence[Example], batch_size: int, lengths: Mapping[str, int]):
+  for batch in data.batches(examples, batch_size, lengths, pad_last=True):
+    valid = batch.pop('valid')
+    yield batch, valid
+
+
+def rank_classify(steps, params, frozen, examples: Sequence[Example],
+                  candidates: Sequence[Sequence[int]], *, batch_size: int,
+                  feature_lengths: Mapping[str, int]) -> np.ndarray:
+  """Index of the most likely candidate target for each example.
+
+  Args:
+    steps: `trainer.Steps`.
+    params, frozen: the prompt method's and the model's parameters.
+    examples: dicts with `inputs` token ids.
+    candidates: token ids of each candidate target (EOS included).
+    batch_size: global batch size (divisible by the data-parallel devices).
+    feature_lengths: {'inputs': L, 'targets': T}.
+
+  Returns:
+    [num_examples] int, the argmax over candidates of the target log-likelihood.
+  """
+  scores = np.zeros((len(examples), len(candidates)), np.float32)
+  for c, cand in enumerate(candidates):
+    with_target = [{'inputs': ex['inputs'], 'targets': cand} for ex in examples]
+    row = 0
+    for batch, valid in _global_batches(with_target, batch_size, feature_lengths):
+      sharded = partitioning.shard_batch(_host_rows(batch), steps.mesh)
+      s = np.asarray(steps.score(params, frozen, sharded))[valid]
+      scores[row:row + len(s), c] = s
+      row += len(s)
+  return scores.argmax(axis=1)
+
+
+def greedy_predict(steps, params, frozen, examples: Sequence[Example], *, batch_size: int,
+                   feature_lengths: Mapping[str, int]) -> List[np.ndarray]:
+  """Decoded target tokens per example, cut at EOS (kept out)."""
+  out = []
+  for batch, valid in _global_batches(examples, batch_size, feature_lengths):
+    sharded = partitioning.shard_batch(_host_rows(batch), steps.mesh)
+    tokens = np.asarray(steps.predict(params, frozen, sharded, feature_lengths['targets']))[valid]
+    for row in tokens:
+      eos = np.flatnonzero(row == 1)
+      out.append(row[:eos[0]] if len(eos) else row[row > 0])
+  return out
+
+
+def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
+             batch_size: int, feature_lengths: Mapping[str, int],
+             decode: Callable[[Sequence[int]], str],
+             metric_fns: Sequence[Callable[[list, list], Dict[str, float]]],
+             postprocess: Optional[Callable[..., Any]] = None,
+             label_words: Optional[Sequence[str]] = None,
+             encode: Optional[Callable[[str], Sequence[int]]] = None) -> Dict[str, float]:
+  """Predicts every example and scores the predictions with the task's metrics.
+
+  Args:
+    steps, params, frozen: as in `rank_classify`.
+    examples: dicts with `inputs`, `targets` and, where the task keeps them,
+      `targets_pretokenized` and the raw fields its postprocessor reads.
+    mode: 'rank' (classify among `label_words`) or 'decode' (greedy).
+    batch_size, feature_lengths: as in `rank_classify`.
+    decode: token ids -> text.
+    metric_fns: `fn(targets, predictions) -> {name: value}`.
+    postprocess: `fn(text, example=..., is_target=...)`, the task's postprocessor.
+    label_words: candidate strings for 'rank'.
+    encode: text -> token ids with EOS, for the candidates.
+
+  Returns:
+    {metric name: value}.
+  """
+  if mode == 'rank':
+    if not label_words or encode is None:
+      raise ValueError("mode='rank' needs the task's label words and an encoder; "
+                       "use mode='decode' for generative tasks.")
+    best = rank_classify(steps, params, frozen, examples, [encode(w) for w in label_words],
+                         batch_size=batch_size, feature_lengths=feature_lengths)
+    predictions = [label_words[i] for i in best]
+  elif mode == 'decode':
+    predictions = [decode(t) for t in greedy_predict(steps, params, frozen, examples,
+                                                     batch_size=batch_size,
+                                                     feature_lengths=feature_lengths)]
+  else:
+    raise ValueError(f"Unknown evaluation mode {mode!r}: expected 'rank' or 'decode'.")
+  targets = [ex.get('targets_pretokenized') or decode([t for t in ex['targets'] if t > 1])
+             for ex in examples]
+  if postprocess is not None:
+    predictions = [postprocess(p, example=ex, is_target=False) for p, ex in zip(predictions, examples)]
+    targets = [postprocess(t, example=ex, is_target=True) for t, ex in zip(targets, examples)]
+  metrics = {}
+  for fn in metric_fns:
+    metrics.update({k: float(getattr(v, 'value', v)) for k, v in fn(targets, predictions).items()})
+  return metrics
+
+
+def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, int], mode: str,
+                   batch_size: int, max_examples: Optional[int] = None,
+                   label_words: Optional[Sequence[str]] = None) -> Callable[..., Dict[str, float]]:
+  """`(steps, params, frozen, step) -> metrics` for a registered SeqIO task.
+
+  The examples are read once; each call predicts them all with the current
+  prompt. Label words default to the task's verbalizers (`tasks.label_words`).
+  """
+  import tasks  # pylint: disable=g-import-not-at-top
+  task = data.get_task(task_name)
+  examples = data.take(data.seqio_examples(task_name, split, feature_lengths, shuffle=False),
+                       max_examples)
+  if not examples:
+    raise ValueError(f'Task {task_name!r} has no {split!r} examples.')
+  vocab = task.output_features['targets'].vocabulary
+  if mode == 'rank' and label_words is None:
+    label_words = tasks.label_words(task_name)
+  fns = getattr(task, 'predict_metric_fns', None) or task.metric_fns
+
+  def evaluate_fn(steps, params, frozen, step):
+    del step
+    return evaluate(steps, params, frozen, examples, mode=mode, batch_size=batch_size,
+                    feature_lengths=feature_lengths, decode=lambda ids: vocab.decode(list(ids)),
+                    metric_fns=fns, postprocess=task.postprocess_fn, label_words=label_words,
+                    encode=lambda text: list(vocab.encode(text)) + [1])
+  return evaluate_fn

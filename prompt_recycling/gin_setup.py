@@ -1,0 +1,97 @@
+"""Gin for the entry points: what is configurable, and t5x's command-line habits.
+
+Imported only by the entry points (`train`, `eval`, `infer`, `recycle`,
+`pretrain`); the library itself never imports gin. Flags as in t5x:
+
+  --gin_file=PATH (repeatable)  --gin.NAME=VALUE (repeatable)  --gin_search_paths=DIR,...
+
+`--gin.MODEL_DIR="'/tmp/run'"` is rewritten to the binding `MODEL_DIR='/tmp/run'`.
+Relative gin paths resolve against the current directory, then the search
+paths, then this repository's root (so `gin_configs/...` works from anywhere).
+"""
+import pathlib
+import sys
+from typing import Callable, Optional, Sequence
+
+from absl import app
+from absl import flags
+import gin
+import optax
+
+from prompt_recycling import partitioning
+from prompt_recycling import prompts
+from prompt_recycling import trainer
+from prompt_recycling.models import t5
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+_GIN_FILES = flags.DEFINE_multi_string('gin_file', [], 'Gin config files, applied in order.')
+_GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings (also --gin.NAME=VALUE).')
+_GIN_SEARCH_PATHS = flags.DEFINE_list('gin_search_paths', [], 'Directories searched for gin files.')
+
+# What a run varies (sizes, prompt, optimizer, mesh); not layers or factories.
+gin.external_configurable(t5.T5Config, module='t5')
+gin.external_configurable(prompts.prompt_tuning, module='prompts')
+gin.external_configurable(prompts.random_uniform, module='prompts')
+gin.external_configurable(prompts.sampled_vocab, module='prompts')
+gin.external_configurable(prompts.from_file, module='prompts')
+gin.external_configurable(trainer.adafactor, module='optim')
+gin.external_configurable(optax.adam, module='optim')
+gin.external_configurable(optax.adamw, module='optim')
+gin.external_configurable(partitioning.make_mesh, module='partitioning')
+
+
+@gin.configurable(module='prompts')
+def from_class_labels(words: Sequence[str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
+                      population: int = 5000):
+  """Class-label initialisation from label *words* (the gin-facing form).
+
+  Each word is tokenised with the SentencePiece model at `vocabulary_path`
+  (no EOS) and the rest of the prompt is sampled vocabulary.
+  """
+  from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
+  vocab = vocabulary.get_vocabulary(vocabulary_path)
+  ids = [list(vocab.encode(w)) for w in words]
+  return prompts.class_labels(ids, prompts.sampled_vocab(population))
+
+
+def _rewrite_gin_args(argv: Sequence[str]) -> list:
+  """`--gin.NAME=VALUE` -> `--gin_bindings=NAME=VALUE` (t5x's convention)."""
+  out = []
+  for arg in argv:
+    if arg.startswith('--gin.'):
+      name, _, value = arg[len('--gin.'):].partition('=')
+      out.append(f'--gin_bindings={name} = {value}')
+    else:
+      out.append(arg)
+  return out
+
+
+def parse(gin_files: Sequence[str], bindings: Sequence[str],
+          search_paths: Sequence[str] = ()) -> None:
+  """Parses gin files then bindings, resolving relative paths as the module doc says."""
+  for path in [*search_paths, str(REPO_ROOT)]:
+    gin.add_config_file_search_path(path)
+  missing = [f for f in gin_files
+             if not any((pathlib.Path(d) / f).exists() for d in ['.', *search_paths, str(REPO_ROOT)])]
+  if missing:
+    raise FileNotFoundError(f'Gin file(s) not found: {missing}; searched ., {list(search_paths)} '
+                            f'and {REPO_ROOT}.')
+  gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False)
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+  """`app.run(main)` after turning t5x-style flags into gin bindings and parsing gin."""
+  def wrapped(argv):
+    parse(_GIN_FILES.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
+    main(argv)
+  app.run(wrapped, argv=_rewrite_gin_args(sys.argv))
+
+
+def write_operative_config(model_dir: Optional[str]) -> None:
+  """Saves the configuration actually used to MODEL_DIR/config.gin (as t5x does)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if model_dir and jax.process_index() == 0:
+    path = pathlib.Path(model_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / 'config.gin').write_text(gin.operative_config_str())

@@ -1,0 +1,135 @@
+"""Soft prompts (Lester et al. 2021): the parameter, its initialisers, and how it enters T5.
+
+A prompt method is two pure functions, as an optax transformation is:
+
+  init(rng, frozen) -> params                    the trainable tree
+  encoder_args(params, batch_size) -> kwargs     for `T5.encode`: `prefix`,
+                                                 or `hook` + `hook_layer`
+
+plus the logical axes of `params` for sharding. The trainer sees only this
+interface, so prompt tuning (here) and late prompt tuning (`lpt.py`) share one
+training loop. No tasks, files of runs, or training live here.
+"""
+import pathlib
+from typing import Any, Callable, Dict, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+Array = jax.Array
+# (rng, embedding [vocab, embed], shape (prompt_length, embed)) -> [prompt_length, embed]
+Initializer = Callable[[Array, Array, tuple], Array]
+
+PROMPT_AXES = ('prompt', 'prompt_embed')
+
+
+class PromptMethod(NamedTuple):
+  init: Callable[[Array, Any], Any]
+  encoder_args: Callable[[Any, int], Dict[str, Any]]
+  logical_axes: Any  # tree of PartitionSpec matching `init`'s output
+
+
+def random_uniform(scale: float = 0.5) -> Initializer:
+  """U(-scale, scale), the paper's "random" initialisation."""
+  def init(rng, embedding, shape):
+    del embedding
+    return jax.random.uniform(rng, shape, jnp.float32, -scale, scale)
+  return init
+
+
+def sampled_vocab(population: int = 5000) -> Initializer:
+  """Rows copied from embeddings of tokens drawn from the `population` most common.
+
+  SentencePiece ids are ordered by frequency, so the first 5,000 ids are the
+  common tokens the paper samples from.
+  """
+  def init(rng, embedding, shape):
+    if population > embedding.shape[0]:
+      raise ValueError(f'sampled_vocab(population={population}) exceeds the embedding table '
+                       f'of {embedding.shape[0]} rows.')
+    ids = jax.random.choice(rng, population, (shape[0],), replace=shape[0] > population)
+    return jnp.asarray(embedding)[ids].astype(jnp.float32)
+  return init
+
+
+def class_labels(label_token_ids: Sequence[Sequence[int]],
+                 fallback: Initializer = sampled_vocab()) -> Initializer:
+  """The first rows are the class labels' embeddings, the rest from `fallback`.
+
+  A label of several tokens is the mean of its token embeddings, as in the
+  prompt-tuning release.
+
+  Args:
+    label_token_ids: one token-id list per label word (EOS excluded), e.g. the
+      verbalizers' tokenisations.
+    fallback: initialiser of the remaining rows.
+  """
+  def init(rng, embedding, shape):
+    if len(label_token_ids) > shape[0]:
+      raise ValueError(f'{len(label_token_ids)} class labels do not fit a prompt of length {shape[0]}.')
+    embedding = jnp.asarray(embedding)
+    rows = [embedding[jnp.asarray(ids)].mean(axis=0) for ids in label_token_ids]
+    prompt = fallback(rng, embedding, shape)
+    return prompt.at[:len(rows)].set(jnp.stack(rows).astype(prompt.dtype)) if rows else prompt
+  return init
+
+
+def from_file(path: str) -> Initializer:
+  """A prompt saved as `.npy` (ours, or the prompt-tuning repo's numpy export)."""
+  def init(rng, embedding, shape):
+    del rng, embedding
+    prompt = load_prompt(path)
+    if prompt.shape != tuple(shape):
+      raise ValueError(f'Prompt file {path} holds an array of shape {prompt.shape}, but this model '
+                       f'needs [prompt_length, embed] = {tuple(shape)}.')
+    return jnp.asarray(prompt, jnp.float32)
+  return init
+
+
+def load_prompt(path: str) -> np.ndarray:
+  """Reads a `[prompt_length, embed]` prompt from `.npy`; rejects other shapes and NaNs."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f'Prompt file {path} does not exist.')
+  with path.open('rb') as f:
+    prompt = np.load(f, allow_pickle=False)
+  if prompt.ndim != 2:
+    raise ValueError(f'Prompt file {path} holds shape {prompt.shape}; expected [prompt_length, embed].')
+  if not np.all(np.isfinite(prompt)):
+    raise ValueError(f'Prompt file {path} contains NaN or Inf values.')
+  return prompt
+
+
+def save_prompt(prompt: Any, path: str) -> None:
+  """Writes `[prompt_length, embed]` as `.npy` (also files without the suffix, as the
+  prompt-tuning repo's `encoder.prompt.prompt.prompt` export)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + '.tmp')
+  with tmp.open('wb') as f:
+    np.save(f, np.asarray(prompt, np.float32))
+  tmp.replace(path)  # Never leave a half-written prompt behind.
+
+
+def prepend(prompt: Array, batch_size: int) -> Array:
+  """[prompt_length, embed] -> [batch, prompt_length, embed], the encoder's `prefix`."""
+  return jnp.broadcast_to(prompt[None], (batch_size,) + prompt.shape)
+
+
+def prompt_tuning(length: int = 100, init: Initializer = sampled_vocab()) -> PromptMethod:
+  """Prompt tuning: one `[length, embed]` matrix prepended to every input.
+
+  Args:
+    length: number of prompt tokens (the paper's default is 100).
+    init: how to initialise it from the frozen model's token embeddings.
+  """
+  def init_fn(rng, frozen):
+    embedding = frozen['token_embedder']['embedding']
+    return {'prompt': init(rng, embedding, (length, embedding.shape[1]))}
+
+  def encoder_args(params, batch_size):
+    return {'prefix': prepend(params['prompt'], batch_size)}
+
+  return PromptMethod(init_fn, encoder_args, {'prompt': P(*PROMPT_AXES)})

@@ -1,0 +1,106 @@
+"""The MODEL_DIR of a run: train-state checkpoints, numpy prompt exports, identity.
+
+Layout (t5x- and prompt-tuning-compatible where they define one):
+
+  MODEL_DIR/run_info.json                 what this run trains (model config, prompt method)
+  MODEL_DIR/config.gin                    the operative gin config (written by the entry point)
+  MODEL_DIR/checkpoints/<step>/           orbax: train state + data position, written atomically
+  MODEL_DIR/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt
+                                          the prompt-tuning repo's export name, read by recyclers
+  MODEL_DIR/numpy_checkpoints/checkpoint_<step>/prompt.npy
+  MODEL_DIR/best.json                     best eval metric so far and its step
+"""
+import json
+import pathlib
+from typing import Any, Dict, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from prompt_recycling import prompts
+
+PROMPT_EXPORT_NAME = 'encoder.prompt.prompt.prompt'
+
+
+class RunMismatchError(ValueError):
+  """MODEL_DIR holds a run of a different model or prompt method."""
+
+
+def claim(model_dir: str, run_info: Dict[str, Any]) -> None:
+  """Records what this run trains, or refuses a MODEL_DIR that holds another run.
+
+  Resuming into a directory written by a different model (another size, a
+  different prompt length) would silently mix two runs, so it is an error.
+  """
+  path = pathlib.Path(model_dir) / 'run_info.json'
+  run_info = json.loads(json.dumps(run_info, default=str))  # Normalise tuples etc.
+  if path.exists():
+    found = json.loads(path.read_text())
+    if found != run_info:
+      diff = {k: (found.get(k), run_info.get(k)) for k in set(found) | set(run_info)
+              if found.get(k) != run_info.get(k)}
+      raise RunMismatchError(
+          f'{model_dir} already holds a different run (see {path}); refusing to overwrite it. '
+          f'Differences (found, requested): {diff}. Use a new MODEL_DIR.')
+    return
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run_info, indent=2, sort_keys=True))
+
+
+def checkpoint_manager(model_dir: str, *, keep: Optional[int] = 3) -> ocp.CheckpointManager:
+  """Orbax manager over MODEL_DIR/checkpoints keeping the newest `keep` steps."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  return ocp.CheckpointManager(pathlib.Path(model_dir).absolute() / 'checkpoints', options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_position: int) -> None:
+  """Saves the train state and where the data stream stands; waits until durable."""
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      meta=ocp.args.JsonSave({'step': int(step), 'data_position': int(data_position)})))
+  manager.wait_until_finished()
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: Optional[int] = None):
+  """Restores (state, meta) at `step` (default: latest), shaped and sharded as `abstract_state`.
+
+  Returns:
+    (state, meta) or (None, None) when there is no checkpoint.
+  """
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None, None
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  return restored['state'], restored['meta']
+
+
+def export_prompt(model_dir: str, step: int, params: Any) -> Optional[pathlib.Path]:
+  """Writes `params['prompt']` as numpy under numpy_checkpoints/checkpoint_<step>/.
+
+  Returns the `.npy` path, or None when the method has no single prompt matrix.
+  """
+  if 'prompt' not in params or jax.process_index() != 0:
+    return None
+  prompt = np.asarray(jax.device_get(params['prompt']))
+  directory = pathlib.Path(model_dir) / 'numpy_checkpoints' / f'checkpoint_{step}'
+  prompts.save_prompt(prompt, directory / PROMPT_EXPORT_NAME)
+  prompts.save_prompt(prompt, directory / 'prompt.npy')
+  return directory / 'prompt.npy'
+
+
+def record_best(model_dir: str, step: int, metrics: Dict[str, float], metric: str,
+                higher_is_better: bool = True) -> bool:
+  """Updates MODEL_DIR/best.json if `metrics[metric]` beats it; returns whether it did."""
+  if metric not in metrics:
+    return False
+  path = pathlib.Path(model_dir) / 'best.json'
+  best = json.loads(path.read_text()) if path.exists() else None
+  value = float(metrics[metric])
+  better = best is None or (value > best['value'] if higher_is_better else value < best['value'])
+  if better and jax.process_index() == 0:
+    path.write_text(json.dumps({'metric': metric, 'value': value, 'step': int(step),
+                                'metrics': {k: float(v) for k, v in metrics.items()}}, indent=2))
+  return better

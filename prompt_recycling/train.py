@@ -1,0 +1,96 @@
+r"""Tunes a prompt on a frozen T5, t5x-style.
+
+    python -m prompt_recycling.train \
+      --gin_file=gin_configs/models/t5_1_1_base_prompt.gin \
+      --gin_file=gin_configs/runs/prompt_finetune.gin \
+      --gin.MODEL_DIR="'/tmp/sst2_prompt'" \
+      --gin.MIXTURE_OR_TASK_NAME="'glue_sst2_v2'" \
+      --gin.INITIAL_CHECKPOINT_PATH="'gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000'"
+
+Rerunning the same command after a preemption resumes from the latest
+checkpoint in MODEL_DIR. Multi-host (Cloud TPU pods): every host runs the same
+command; `jax.distributed` is initialised when JAX sees several processes.
+"""
+import logging
+from typing import Any, Mapping, Optional
+
+from absl import flags
+import gin
+import jax
+import numpy as np
+
+from prompt_recycling import checkpoints
+from prompt_recycling import data
+from prompt_recycling import evaluation
+from prompt_recycling import gin_setup
+from prompt_recycling import partitioning
+from prompt_recycling import prompts
+from prompt_recycling import trainer
+from prompt_recycling.models import t5
+
+_MULTIHOST = flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
+                               '(Cloud TPU pods and multi-process GPU runs).')
+
+
+def load_frozen(initial_checkpoint_path: Optional[str], config: t5.T5Config, seed: int):
+  """The frozen model: a T5X or HF checkpoint checked against `config`, or random init."""
+  if initial_checkpoint_path is None:
+    logging.warning('No INITIAL_CHECKPOINT_PATH: the frozen model is randomly initialised '
+                    '(seed %d). Fine for tests and benchmarks, meaningless for results.', seed)
+    tokens = np.ones((1, 1), np.int32)
+    variables = jax.jit(t5.T5(config).init)(jax.random.key(seed), tokens, tokens)
+    return jax.tree.map(np.asarray, __import__('flax').linen.unbox(variables)['params'])
+  params, _ = checkpoints.load_params(initial_checkpoint_path)
+  checkpoints.validate_params(params, config, initial_checkpoint_path)
+  return params
+
+
+def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
+          batch_size: int, train_steps: int, initial_checkpoint_path: Optional[str],
+          prompt_method: prompts.PromptMethod, model_config: t5.T5Config = t5.T5Config(),
+          optimizer: Any = None, num_partitions: int = 1, seed: int = 0, shuffle_seed: int = 0,
+          save_every: int = 1000, keep: Optional[int] = 3, log_every: int = 10,
+          accum_steps: int = 1, z_loss: float = 1e-4, eval_every: Optional[int] = None,
+          eval_split: str = 'validation', eval_mode: str = 'rank',
+          eval_examples: Optional[int] = None, best_metric: Optional[str] = None,
+          train_split: str = 'train'):
+  """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin."""
+  lengths = dict(task_feature_lengths)
+  frozen = load_frozen(initial_checkpoint_path, model_config, seed)
+  model = t5.T5(model_config)
+  mesh = partitioning.make_mesh(num_partitions)
+  host_bs = data.host_batch_size(batch_size)
+  data.get_task(mixture_or_task_name)  # Fail fast on an unknown name.
+
+  def make_batches(start_step):
+    examples = data.seqio_examples(mixture_or_task_name, train_split, lengths, shuffle=True,
+                                   seed=shuffle_seed, repeat=True, skip=start_step * host_bs)
+    return data.batches(examples, host_bs, lengths)
+
+  eval_fn = None
+  if eval_every or best_metric:
+    eval_fn = evaluation.task_evaluator(mixture_or_task_name, split=eval_split,
+                                        feature_lengths=lengths, mode=eval_mode,
+                                        batch_size=batch_size, max_examples=eval_examples)
+  run_info = {'model_config': model_config.__dict__, 'task': mixture_or_task_name,
+              'prompt_shapes': jax.tree.map(lambda x: list(x.shape), jax.eval_shape(
+                  prompt_method.init, jax.random.key(0), frozen))}
+  gin_setup.write_operative_config(model_dir)
+  return trainer.train(
+      model=model, frozen=frozen, method=prompt_method, tx=optimizer or trainer.adafactor(),
+      mesh=mesh, make_batches=make_batches, total_steps=train_steps, model_dir=model_dir,
+      run_info=run_info, batch_size=batch_size, seed=seed, save_every=save_every, keep=keep,
+      log_every=log_every, eval_fn=eval_fn, eval_every=eval_every, best_metric=best_metric,
+      accum_steps=accum_steps, z_loss=z_loss, enable_dropout=model_config.dropout_rate > 0)
+
+
+def main(argv):
+  del argv
+  if _MULTIHOST.value:
+    jax.distributed.initialize()
+  train()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
+
+
+if __name__ == '__main__':
+  train = gin.configurable(train)  # Registered before the gin files are parsed.
+  gin_setup.run(main)
