@@ -6,12 +6,15 @@ A prompt method is two pure functions, as an optax transformation is:
   encoder_args(params, batch_size) -> kwargs     for `T5.encode`: `prefix`,
                                                  or `hook` + `hook_layer`
 
-plus the logical axes of `params` for sharding. The trainer sees only this
-interface, so prompt tuning (here) and late prompt tuning (`lpt.py`) share one
-training loop. No tasks, files of runs, or training live here.
+plus the logical axes of `params` for sharding, and optionally
+`model_params(params, frozen)`, the model parameters a step runs with (default:
+`frozen`; pretraining trains the model itself and returns `params`). The
+trainer sees only this interface, so prompt tuning (here), late prompt tuning
+(`lpt.py`) and pretraining share one training loop. No tasks, files of runs,
+or training live here.
 """
 import pathlib
-from typing import Any, Callable, Dict, NamedTuple, Sequence
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +32,8 @@ class PromptMethod(NamedTuple):
   init: Callable[[Array, Any], Any]
   encoder_args: Callable[[Any, int], Dict[str, Any]]
   logical_axes: Any  # tree of PartitionSpec matching `init`'s output
+  # (params, frozen) -> model parameters; None means the frozen model's.
+  model_params: Optional[Callable[[Any, Any], Any]] = None
 
 
 def random_uniform(scale: float = 0.5) -> Initializer:

@@ -79,7 +79,8 @@ def _logits(params, frozen, batch, rng, *, model: t5.T5, method: prompts.PromptM
             enable_dropout: bool) -> Array:
   batch_size = batch['encoder_input_tokens'].shape[0]
   rngs = {'dropout': rng} if enable_dropout else None
-  return model.apply({'params': frozen}, batch['encoder_input_tokens'], batch['decoder_input_tokens'],
+  model_params = frozen if method.model_params is None else method.model_params(params, frozen)
+  return model.apply({'params': model_params}, batch['encoder_input_tokens'], batch['decoder_input_tokens'],
                      **method.encoder_args(params, batch_size), enable_dropout=enable_dropout, rngs=rngs)
 
 
@@ -143,7 +144,8 @@ def predict_step(params: Any, frozen: Any, batch: Batch, *, model: t5.T5,
                  method: prompts.PromptMethod, max_decode_length: int) -> Array:
   """Greedy decoding with the KV cache: [batch, max_decode_length] int32."""
   batch_size = batch['encoder_input_tokens'].shape[0]
-  return decoding.greedy_decode(model, {'params': frozen}, batch['encoder_input_tokens'],
+  model_params = frozen if method.model_params is None else method.model_params(params, frozen)
+  return decoding.greedy_decode(model, {'params': model_params}, batch['encoder_input_tokens'],
                                 max_decode_length, **method.encoder_args(params, batch_size))
 
 
@@ -175,7 +177,10 @@ class Steps:
                mesh: jax.sharding.Mesh, *, accum_steps: int = 1, z_loss: float = 1e-4,
                enable_dropout: bool = True, rules: partitioning.Rules = partitioning.LOGICAL_AXIS_RULES):
     self.mesh, self.rules = mesh, rules
-    abstract_frozen, self.frozen_shardings = frozen_shardings(model, mesh, rules)
+    if method.model_params is None:
+      abstract_frozen, self.frozen_shardings = frozen_shardings(model, mesh, rules)
+    else:  # The model itself trains: nothing is frozen.
+      abstract_frozen, self.frozen_shardings = {}, {}
     repl = partitioning.replicated(mesh)
     abstract_state = jax.eval_shape(functools.partial(init_state, method, tx),
                                     jax.random.key(0), abstract_frozen)
