@@ -173,32 +173,21 @@ class Steps:
   output shardings, under the logical-axis rules that shard activations.
   """
 
-  def __init__(self, model: t5.T5, method: prompts.PromptMethod, tx: optax.GradientTransformation,
-               mesh: jax.sharding.Mesh, *, accum_steps: int = 1, z_loss: float = 1e-4,
-               enable_dropout: bool = True, rules: partitioning.Rules = partitioning.LOGICAL_AXIS_RULES):
+  def __init__(self, model: t5.T5, method: prompts.PromptMethod,
+               tx: Optional[optax.GradientTransformation], mesh: jax.sharding.Mesh, *,
+               accum_steps: int = 1, z_loss: float = 1e-4, enable_dropout: bool = True, rules: partitioning.Rules = partitioning.LOGICAL_AXIS_RULES):
     self.mesh, self.rules = mesh, rules
     if method.model_params is None:
       abstract_frozen, self.frozen_shardings = frozen_shardings(model, mesh, rules)
     else:  # The model itself trains: nothing is frozen.
       abstract_frozen, self.frozen_shardings = {}, {}
     repl = partitioning.replicated(mesh)
-    abstract_state = jax.eval_shape(functools.partial(init_state, method, tx),
-                                    jax.random.key(0), abstract_frozen)
     self.params_shardings = partitioning.logical_to_mesh_sharding(method.logical_axes, mesh, rules)
-    # Optimizer statistics are small (they follow the prompt), so replicated.
-    self.state_shardings = TrainState(
-        step=repl, params=self.params_shardings,
-        opt_state=jax.tree.map(lambda _: repl, abstract_state.opt_state))
+    self._init_params = jax.jit(method.init, in_shardings=(repl, self.frozen_shardings),
+                                out_shardings=self.params_shardings)
     batch_sh = partitioning.batch_sharding(mesh)
     frozen_sh, params_sh = self.frozen_shardings, self.params_shardings
     common = dict(model=model, method=method)
-    self._init = jax.jit(functools.partial(init_state, method, tx),
-                         in_shardings=(repl, frozen_sh), out_shardings=self.state_shardings)
-    self._train = jax.jit(
-        functools.partial(train_step, tx=tx, accum_steps=accum_steps, z_loss=z_loss,
-                          enable_dropout=enable_dropout, **common),
-        in_shardings=(self.state_shardings, frozen_sh, batch_sh, repl),
-        out_shardings=(self.state_shardings, repl), donate_argnums=0)
     self._eval = jax.jit(functools.partial(eval_step, **common),
                          in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=repl)
     self._score = jax.jit(functools.partial(score_step, **common),
@@ -206,6 +195,25 @@ class Steps:
     self._predict = jax.jit(functools.partial(predict_step, **common),
                             static_argnames='max_decode_length',
                             in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=repl)
+    if tx is None:  # Evaluation and inference only.
+      return
+    abstract_state = jax.eval_shape(functools.partial(init_state, method, tx),
+                                    jax.random.key(0), abstract_frozen)
+    # Optimizer statistics shaped like a parameter share its sharding (Adam's
+    # moments); others (factored or scalar statistics) are small and replicated.
+    abstract_params = abstract_state.params
+    opt_sh = optax.tree_map_params(
+        tx, lambda leaf, param, sh: sh if leaf.shape == param.shape else repl,
+        abstract_state.opt_state, abstract_params, self.params_shardings,
+        transform_non_params=lambda _: repl)
+    self.state_shardings = TrainState(step=repl, params=self.params_shardings, opt_state=opt_sh)
+    self._init = jax.jit(functools.partial(init_state, method, tx),
+                         in_shardings=(repl, frozen_sh), out_shardings=self.state_shardings)
+    self._train = jax.jit(
+        functools.partial(train_step, tx=tx, accum_steps=accum_steps, z_loss=z_loss,
+                          enable_dropout=enable_dropout, **common),
+        in_shardings=(self.state_shardings, frozen_sh, batch_sh, repl),
+        out_shardings=(self.state_shardings, repl), donate_argnums=0)
 
   def _run(self, fn, *args, **kwargs):
     with partitioning.axis_rules(self.mesh, self.rules):
@@ -214,6 +222,10 @@ class Steps:
   def put_frozen(self, frozen: Any) -> Any:
     """Host numpy model parameters -> global arrays sharded by the logical rules."""
     return put_on_mesh(frozen, self.frozen_shardings)
+
+  def init_params(self, rng: Array, frozen: Any) -> Any:
+    """The method's parameters alone (evaluation of a prompt read from a file)."""
+    return self._run(self._init_params, rng, frozen)
 
   def init(self, rng: Array, frozen: Any) -> TrainState:
     return self._run(self._init, rng, frozen)
