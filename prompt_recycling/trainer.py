@@ -25,6 +25,7 @@ import tqdm
 
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
+from prompt_recycling import run_dir
 from prompt_recycling.models import decoding
 from prompt_recycling.models import t5
 
@@ -278,7 +279,7 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
           eval_every: Optional[int] = None, best_metric: Optional[str] = None,
           accum_steps: int = 1, z_loss: float = 1e-4, enable_dropout: bool = True,
           rules: partitioning.Rules = partitioning.LOGICAL_AXIS_RULES,
-          progress: bool = True) -> TrainState:
+          progress: bool = True, writer: Any = None) -> TrainState:
   """Trains a prompt method on a frozen model, resuming from MODEL_DIR if it holds a checkpoint.
 
   Args:
@@ -305,6 +306,8 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
     accum_steps, z_loss, enable_dropout: see `train_step`.
     rules: logical axis rules.
     progress: show a progress bar.
+    writer: a clu `MetricWriter` (default: TensorBoard events in MODEL_DIR
+      plus logging, or logging only where clu is not installed).
 
   Returns:
     The final TrainState.
@@ -312,7 +315,6 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
   Raises:
     NonFiniteLossError: the loss became NaN/Inf; the last good checkpoint stays.
   """
-  from prompt_recycling import run_dir  # pylint: disable=g-import-not-at-top
   run_dir.claim(model_dir, run_info)
   steps = Steps(model, method, tx, mesh, accum_steps=accum_steps, z_loss=z_loss,
                 enable_dropout=enable_dropout, rules=rules)
@@ -329,55 +331,57 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
   else:
     start = int(meta['data_position'])
     logging.info('Resuming %s from step %d.', model_dir, start)
-  writer = _metric_writer(model_dir)
+  writer = writer or _metric_writer(model_dir)
   last_saved = manager.latest_step()
 
-  def save(step):
+  def save(step, state):
     nonlocal last_saved
     if step != last_saved:
       run_dir.save(manager, step, state, data_position=step)
       run_dir.export_prompt(model_dir, step, state.params)
       last_saved = step
 
-  def evaluate(step):
+  def evaluate(step, state):
     metrics = eval_fn(steps, state.params, frozen, step)
     writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
     if best_metric:
       run_dir.record_best(model_dir, step, metrics, best_metric)
     return metrics
 
-  batches = make_batches(start)
-  bar = tqdm.tqdm(total=total_steps, initial=start, disable=not progress or jax.process_index() > 0,
-                  desc='train', unit='step')
-  tick, tick_step = time.perf_counter(), start
-  for step in range(start + 1, total_steps + 1):
-    try:
-      batch = next(batches)
-    except StopIteration:
-      raise ValueError(f'The data ran out at step {step} of {total_steps}.') from None
-    state, metrics = steps.train(state, frozen, partitioning.shard_batch(batch, mesh), dropout_rng)
-    loss = float(metrics['loss'])
-    if not np.isfinite(loss):
-      raise NonFiniteLossError(
-          f'Loss is {loss} at step {step}; stopped without saving this state. The last good '
-          f'checkpoint is step {last_saved} in {model_dir}/checkpoints. Lower the learning rate '
-          f'or check the data, then rerun the same command to resume from it.')
-    bar.update(1)
-    if step % log_every == 0 or step == total_steps:
-      now = time.perf_counter()
-      rate = (step - tick_step) * batch_size / max(now - tick, 1e-9)
-      tick, tick_step = now, step
-      scalars = {k: float(v) for k, v in metrics.items()}
-      scalars['examples_per_second'] = rate
-      writer.write_scalars(step, scalars)
-      bar.set_postfix(loss=f'{loss:.4f}', ex_s=f'{rate:.1f}')
-    if step % save_every == 0 or step == total_steps:
-      save(step)
-    if eval_fn is not None and eval_every and step % eval_every == 0 and step != total_steps:
-      evaluate(step)
-  bar.close()
-  if eval_fn is not None:
-    evaluate(int(state.step))
-  writer.flush()
-  manager.close()
+  try:
+    batches = make_batches(start)
+    bar = tqdm.tqdm(total=total_steps, initial=start, disable=not progress or jax.process_index() > 0,
+                    desc='train', unit='step')
+    tick, tick_step = time.perf_counter(), start
+    for step in range(start + 1, total_steps + 1):
+      try:
+        batch = next(batches)
+      except StopIteration:
+        raise ValueError(f'The data ran out at step {step} of {total_steps}.') from None
+      state, metrics = steps.train(state, frozen, partitioning.shard_batch(batch, mesh), dropout_rng)
+      loss = float(metrics['loss'])
+      if not np.isfinite(loss):
+        raise NonFiniteLossError(
+            f'Loss is {loss} at step {step}; stopped without saving this state. The last good '
+            f'checkpoint is step {last_saved} in {model_dir}/checkpoints. Lower the '
+            f'learning rate or check the data, then rerun the same command to resume from it.')
+      bar.update(1)
+      if step % log_every == 0 or step == total_steps:
+        now = time.perf_counter()
+        rate = (step - tick_step) * batch_size / max(now - tick, 1e-9)
+        tick, tick_step = now, step
+        scalars = {k: float(v) for k, v in metrics.items()}
+        scalars['examples_per_second'] = rate
+        writer.write_scalars(step, scalars)
+        bar.set_postfix(loss=f'{loss:.4f}', ex_s=f'{rate:.1f}')
+      if step % save_every == 0 or step == total_steps:
+        save(step, state)
+      if eval_fn is not None and eval_every and step % eval_every == 0 and step != total_steps:
+        evaluate(step, state)
+    bar.close()
+    if eval_fn is not None:
+      evaluate(int(state.step), state)
+  finally:
+    writer.flush()
+    manager.close()
   return state

@@ -35,3 +35,38 @@ def tiny_t5x_checkpoint() -> pathlib.Path:
 @pytest.fixture
 def sentencepiece_model() -> pathlib.Path:
   return shared_path('t5', 'sentencepiece.model')
+
+
+def read_sst2(n: int, split: str = 'train'):
+  """The first `n` (sentence, label word) pairs of the real SST-2 release."""
+  import csv  # pylint: disable=g-import-not-at-top
+  rows = []
+  with shared_path('sst2', f'{split}.tsv').open() as f:
+    for row in csv.DictReader(f, delimiter='\t', quoting=csv.QUOTE_NONE):
+      rows.append((row['sentence'], ['negative', 'positive'][int(row['label'])]))
+      if len(rows) == n:
+        break
+  return rows
+
+
+@pytest.fixture(scope='session')
+def t5_vocab():
+  from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
+  return vocabulary.get_vocabulary(str(shared_path('t5', 'sentencepiece.model')))
+
+
+@pytest.fixture(scope='session')
+def sst2_examples(t5_vocab):
+  """32 real SST-2 training sentences in T5's text-to-text format, tokenized (EOS=1 appended)."""
+  return [{'inputs': list(t5_vocab.encode(f'sst2 sentence: {s}')) + [1],
+           'targets': list(t5_vocab.encode(label)) + [1],
+           'targets_pretokenized': label}
+          for s, label in read_sst2(32)]
+
+
+@pytest.fixture(scope='session')
+def tiny_frozen():
+  """(T5Config, params) of the real tiny T5X checkpoint."""
+  from prompt_recycling import checkpoints  # pylint: disable=g-import-not-at-top
+  params, config = checkpoints.load_params(str(shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')))
+  return config, params
