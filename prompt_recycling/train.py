@@ -17,7 +17,6 @@ from typing import Any, Mapping, Optional
 from absl import flags
 import gin
 import jax
-import numpy as np
 
 from prompt_recycling import checkpoints
 from prompt_recycling import data
@@ -37,9 +36,8 @@ def load_frozen(initial_checkpoint_path: Optional[str], config: t5.T5Config, see
   if initial_checkpoint_path is None:
     logging.warning('No INITIAL_CHECKPOINT_PATH: the frozen model is randomly initialised '
                     '(seed %d). Fine for tests and benchmarks, meaningless for results.', seed)
-    tokens = np.ones((1, 1), np.int32)
-    variables = jax.jit(t5.T5(config).init)(jax.random.key(seed), tokens, tokens)
-    return jax.tree.map(np.asarray, __import__('flax').linen.unbox(variables)['params'])
+    model = t5.T5(config)
+    return jax.device_get(trainer.random_frozen(model, jax.random.key(seed), None))
   params, _ = checkpoints.load_params(initial_checkpoint_path)
   checkpoints.validate_params(params, config, initial_checkpoint_path)
   return params

@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, Iterator, Optional
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -157,6 +158,13 @@ def frozen_shardings(model: t5.T5, mesh: jax.sharding.Mesh,
   abstract, shardings = partitioning.params_shardings(
       model.init, jax.random.key(0), tokens, tokens, mesh=mesh, rules=rules)
   return abstract['params'], shardings['params']
+
+
+def random_frozen(model: t5.T5, rng: Array, shardings: Any) -> Any:
+  """A randomly initialised model, created directly sharded (benchmarks, tests)."""
+  tokens = jnp.ones((1, 1), jnp.int32)
+  init = lambda key: nn.unbox(model.init(key, tokens, tokens))['params']
+  return jax.jit(init, out_shardings=shardings)(rng)
 
 
 def put_on_mesh(tree: Any, shardings: Any) -> Any:

@@ -1,0 +1,122 @@
+r"""Throughput of jitted prompt-tuning train steps on random-init T5 1.1 weights.
+
+    python benchmarks/train_throughput.py --size=base --batch=32 --inputs=512 --prompt=100 \
+        --targets=8 --dtype=bfloat16                     # the issue's GPU/TPU shape
+    python benchmarks/train_throughput.py --size=cpu_tiny --batch=8 --inputs=128 --prompt=20 \
+        --targets=8 --dtype=float32                      # the 2-core CPU shape
+
+Prints one JSON line: examples_s, tokens_s (encoder tokens incl. prompt + target
+tokens), tflops (XLA's own FLOP count of the compiled step / time), mfu against
+the stated peak (`--peak_tflops`, default: 989 for H100 bf16 dense, 1979 for
+H200/H100 sparse is not used; none on CPU), peak_mem_gb where the backend
+reports it, and the compiled step's temp memory from XLA's memory analysis.
+"""
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+
+from prompt_recycling import partitioning
+from prompt_recycling import prompts
+from prompt_recycling import trainer
+from prompt_recycling.models import t5
+
+SIZES = {  # emb, heads, layers, head_dim, mlp
+    'cpu_tiny': (256, 4, 4, 64, 512),
+    'small': (512, 6, 8, 64, 1024),
+    'base': (768, 12, 12, 64, 2048),
+    'large': (1024, 16, 24, 64, 2816),
+    'xl': (2048, 32, 24, 64, 5120),
+    'xxl': (4096, 64, 24, 64, 10240),
+}
+# Dense bf16 peaks per chip, TFLOP/s (vendor datasheets).
+PEAKS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0, 'TPU v4': 275.0, 'TPU v5p': 459.0}
+
+
+def config_for(size: str, dtype: str, remat: str) -> t5.T5Config:
+  emb, heads, layers, head_dim, mlp = SIZES[size]
+  return t5.T5Config(emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
+                     num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dtype=dtype,
+                     remat_policy=remat)
+
+
+def random_batch(batch: int, inputs: int, targets: int, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  enc = rng.integers(2, 32000, (batch, inputs), dtype=np.int32)
+  tgt = rng.integers(2, 32000, (batch, targets), dtype=np.int32)
+  dec = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], axis=1)
+  return {'encoder_input_tokens': enc, 'decoder_input_tokens': dec,
+          'decoder_target_tokens': tgt, 'decoder_loss_weights': np.ones_like(tgt)}
+
+
+def peak_for(device) -> float:
+  kind = getattr(device, 'device_kind', '')
+  return next((v for k, v in PEAKS.items() if k in kind), float('nan'))
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--size', default='cpu_tiny', choices=sorted(SIZES))
+  p.add_argument('--batch', type=int, default=8)
+  p.add_argument('--inputs', type=int, default=128)
+  p.add_argument('--targets', type=int, default=8)
+  p.add_argument('--prompt', type=int, default=20)
+  p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  p.add_argument('--remat', default='none', choices=['none', 'minimal', 'full'])
+  p.add_argument('--steps', type=int, default=10)
+  p.add_argument('--num_partitions', type=int, default=1)
+  p.add_argument('--peak_tflops', type=float, default=None,
+                 help='Peak per device used for MFU (default: by device kind).')
+  args = p.parse_args()
+
+  cfg = config_for(args.size, args.dtype, args.remat)
+  model = t5.T5(cfg)
+  mesh = partitioning.make_mesh(args.num_partitions)
+  method = prompts.prompt_tuning(args.prompt, prompts.sampled_vocab())
+  steps = trainer.Steps(model, method, trainer.adafactor(), mesh, enable_dropout=False)
+  with partitioning.axis_rules(mesh):
+    frozen = trainer.random_frozen(model, jax.random.key(0), steps.frozen_shardings)
+  state = steps.init(jax.random.key(1), frozen)
+  batch = partitioning.shard_batch(random_batch(args.batch, args.inputs, args.targets), mesh)
+  rng = jax.random.key(2)
+
+  with partitioning.axis_rules(mesh):
+    compiled = steps._train.lower(state, frozen, batch, rng).compile()  # pylint: disable=protected-access
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+  mem = compiled.memory_analysis()
+  temp_gb = getattr(mem, 'temp_size_in_bytes', 0) / 1e9 if mem else None
+
+  for _ in range(2):  # Warm up (the first call also transfers).
+    state, metrics = steps.train(state, frozen, batch, rng)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(args.steps):
+    state, metrics = steps.train(state, frozen, batch, rng)
+  jax.block_until_ready(metrics)
+  seconds = (time.perf_counter() - start) / args.steps
+
+  device = jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  peak = args.peak_tflops or peak_for(device)
+  tflops = flops / seconds / 1e12
+  print(json.dumps({
+      'benchmark': 'train_throughput', 'method': 'prompt_tuning', 'size': args.size,
+      'backend': jax.default_backend(), 'device': getattr(device, 'device_kind', str(device)),
+      'devices': len(jax.devices()), 'batch': args.batch, 'inputs': args.inputs,
+      'prompt': args.prompt, 'targets': args.targets, 'dtype': args.dtype, 'remat': args.remat,
+      'step_s': seconds, 'examples_s': args.batch / seconds,
+      'tokens_s': args.batch * (args.inputs + args.prompt + args.targets) / seconds,
+      'xla_flops_per_step': flops, 'tflops': tflops,
+      'peak_tflops_per_device': None if np.isnan(peak) else peak,
+      'mfu': None if np.isnan(peak) else tflops / (peak * len(jax.devices())),
+      'peak_mem_gb': stats['peak_bytes_in_use'] / 1e9 if stats and 'peak_bytes_in_use' in stats else None,
+      'compiled_temp_gb': temp_gb,
+      'loss': float(metrics['loss'])}))
+
+
+if __name__ == '__main__':
+  main()
