@@ -138,3 +138,8 @@ def prompt_tuning(length: int = 100, init: Initializer = sampled_vocab()) -> Pro
     return {'prefix': prepend(params['prompt'], batch_size)}
 
   return PromptMethod(init_fn, encoder_args, {'prompt': P(*PROMPT_AXES)})
+
+
+def no_prompt() -> PromptMethod:
+  """The frozen model alone: the zero-shot baseline a recycled prompt must beat."""
+  return PromptMethod(lambda rng, frozen: {}, lambda params, batch_size: {}, {})
