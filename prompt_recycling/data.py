@@ -85,6 +85,17 @@ def shuffled_epochs(examples: Sequence[Example], seed: int, start: int = 0,
     epoch, offset = epoch + 1, 0
 
 
+def host_rows(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """This process's contiguous rows of a global batch that every process built alike.
+
+  `partitioning.shard_batch` reassembles the global batch from these slices in
+  process order, so the result is the same batch on any number of hosts.
+  """
+  n, i = jax.process_count(), jax.process_index()
+  rows = len(next(iter(batch.values()))) // n
+  return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
+
+
 def host_batch_size(global_batch_size: int) -> int:
   """Rows this process contributes to each global batch."""
   if global_batch_size % jax.process_count():

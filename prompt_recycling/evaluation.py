@@ -18,13 +18,6 @@ from prompt_recycling import partitioning
 Example = Mapping[str, Any]
 
 
-def _host_rows(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """This process's contiguous rows of a global batch every process built alike."""
-  n, i = jax.process_count(), jax.process_index()
-  rows = len(next(iter(batch.values()))) // n
-  return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
-
-
 def _global_batches(examples: Sequence[Example], batch_size: int, lengths: Mapping[str, int]):
   for batch in data.batches(examples, batch_size, lengths, pad_last=True):
     valid = batch.pop('valid')
@@ -52,7 +45,7 @@ def rank_classify(steps, params, frozen, examples: Sequence[Example],
     with_target = [{'inputs': ex['inputs'], 'targets': cand} for ex in examples]
     row = 0
     for batch, valid in _global_batches(with_target, batch_size, feature_lengths):
-      sharded = partitioning.shard_batch(_host_rows(batch), steps.mesh)
+      sharded = partitioning.shard_batch(data.host_rows(batch), steps.mesh)
       s = np.asarray(steps.score(params, frozen, sharded))[valid]
       scores[row:row + len(s), c] = s
       row += len(s)
@@ -64,7 +57,7 @@ def greedy_predict(steps, params, frozen, examples: Sequence[Example], *, batch_
   """Decoded target tokens per example, cut at EOS (kept out)."""
   out = []
   for batch, valid in _global_batches(examples, batch_size, feature_lengths):
-    sharded = partitioning.shard_batch(_host_rows(batch), steps.mesh)
+    sharded = partitioning.shard_batch(data.host_rows(batch), steps.mesh)
     tokens = np.asarray(steps.predict(params, frozen, sharded, feature_lengths['targets']))[valid]
     for row in tokens:
       eos = np.flatnonzero(row == 1)
