@@ -201,8 +201,10 @@ class Steps:
                          in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=repl)
     self._score = jax.jit(functools.partial(score_step, **common),
                           in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=repl)
-    self._predict = jax.jit(functools.partial(predict_step, **common),
-                            static_argnames='max_decode_length',
+    # max_decode_length goes positionally: jit refuses keyword arguments, even
+    # static ones, once in_shardings is given.
+    self._predict = jax.jit(lambda p, f, b, n: predict_step(p, f, b, max_decode_length=n, **common),
+                            static_argnums=3,
                             in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=repl)
     if tx is None:  # Evaluation and inference only.
       return
@@ -249,7 +251,7 @@ class Steps:
     return self._run(self._score, params, frozen, batch)
 
   def predict(self, params: Any, frozen: Any, batch: Batch, max_decode_length: int) -> Array:
-    return self._run(self._predict, params, frozen, batch, max_decode_length=max_decode_length)
+    return self._run(self._predict, params, frozen, batch, max_decode_length)
 
 
 class NonFiniteLossError(FloatingPointError):
