@@ -1,0 +1,94 @@
+"""Vocabulary selection and alignment, on the real filtered T5 vocabulary."""
+import json
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from prompt_recycling.recycling import vocab
+
+T5_VOCAB_ROWS = 32128  # T5 1.1 embedding rows: 32,000 pieces + 100 sentinels, padded.
+
+
+@pytest.fixture(scope='module')
+def filtered_path():
+  return shared_path('t5', 'filtered-vocab-english-only.json')
+
+
+def test_load_real_filtered_vocab(filtered_path):
+  ids = vocab.load_filtered_vocab(str(filtered_path))
+  assert ids.shape == (16779,) and ids.dtype == np.int64
+  assert (np.diff(ids) > 0).all()
+  assert ids[:5].tolist() == [4, 7, 8, 9, 11]  # 'X', 's', 'the', 'a', 'and'.
+  vocab.check_ids(ids, T5_VOCAB_ROWS, str(filtered_path))
+  np.testing.assert_array_equal(vocab.select(str(filtered_path), T5_VOCAB_ROWS), ids)
+
+
+def test_real_filtered_vocab_outside_a_smaller_table(filtered_path):
+  with pytest.raises(ValueError, match=(
+      rf'{filtered_path}: token id 30000 is outside the embedding table of 30000 rows '
+      r'\(\d+ ids out of range, max id 31997\)')):
+    vocab.select(str(filtered_path), 30000)
+
+
+def test_first_n_and_all():
+  np.testing.assert_array_equal(vocab.first_n(3, offset=5), [5, 6, 7])
+  np.testing.assert_array_equal(vocab.select('first:3@5', 10), [5, 6, 7])
+  np.testing.assert_array_equal(vocab.select('first:4', 10), [0, 1, 2, 3])
+  np.testing.assert_array_equal(vocab.select('all', 4), [0, 1, 2, 3])
+  with pytest.raises(ValueError, match=r'ids \[5, 15\) run past the table of 10 rows'):
+    vocab.select('first:10@5', 10)
+  with pytest.raises(ValueError, match="spec 'first10' is not 'all'"):
+    vocab.select('first10', 10)
+
+
+def test_check_ids_and_take():
+  table = np.arange(12.0).reshape(6, 2)
+  np.testing.assert_array_equal(vocab.take(table, [4, 1]), [[8, 9], [2, 3]])
+  with pytest.raises(ValueError, match=r'my.json: token id -1 is outside the embedding table of 6'):
+    vocab.take(table, [1, -1], 'my.json')
+  with pytest.raises(ValueError, match=r'ids repeat \(1 duplicates\)'):
+    vocab.check_ids([1, 1], 6)
+  with pytest.raises(ValueError, match='integer ids'):
+    vocab.check_ids([1.0], 6)
+
+
+def test_malformed_vocab_files(tmp_path):
+  path = tmp_path / 'bad.json'
+  path.write_text(json.dumps({'12': 'a', 'x': 'b'}))
+  with pytest.raises(ValueError, match=f'{path}: every key must be an integer token id'):
+    vocab.load_filtered_vocab(str(path))
+  path.write_text('[1, 2]')
+  with pytest.raises(ValueError, match=f'{path} must hold a non-empty JSON object'):
+    vocab.load_filtered_vocab(str(path))
+  with pytest.raises(ValueError, match='Cannot read the vocabulary file'):
+    vocab.load_filtered_vocab(str(tmp_path / 'missing.json'))
+
+
+def test_align_by_piece():
+  source = ['<pad>', 'a', 'b', 'c', 'd', 'a']
+  target = ['d', 'x', 'a', 'c', 'c']
+  src, tgt, coverage = vocab.align_by_piece(source, target)
+  np.testing.assert_array_equal(src, [1, 3, 4])  # The second 'a' repeats the first.
+  np.testing.assert_array_equal(tgt, [2, 3, 0])  # First occurrence of 'c'.
+  assert coverage == pytest.approx(3 / 6)
+  src, tgt, coverage = vocab.align_by_piece(source, target, source_ids=[4, 2])
+  np.testing.assert_array_equal(src, [4])
+  assert coverage == 0.5
+  with pytest.raises(ValueError, match='No piece of the 1 source ids'):
+    vocab.align_by_piece(source, target, source_ids=[2])
+
+
+def test_align_real_sentencepiece_with_a_shuffled_subset(filtered_path):
+  # A second "vocabulary": 90% of the real T5 pieces in shuffled order.
+  spm = pytest.importorskip('sentencepiece')
+  sp = spm.SentencePieceProcessor(model_file=str(shared_path('t5', 'sentencepiece.model')))
+  pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+  rng = np.random.default_rng(0)
+  kept = rng.permutation(len(pieces))[:int(0.9 * len(pieces))]
+  other = [pieces[i] for i in kept]
+  ids = vocab.load_filtered_vocab(str(filtered_path))
+  src, tgt, coverage = vocab.align_by_piece(pieces, other, source_ids=ids)
+  assert 0.85 < coverage < 0.95
+  assert [pieces[i] for i in src] == [other[j] for j in tgt]
+  np.testing.assert_array_equal(kept[tgt], src)
