@@ -106,6 +106,19 @@ def host_batch_size(global_batch_size: int) -> int:
 
 # --- SeqIO ------------------------------------------------------------------
 
+def configure_tasks(vocabulary_path: Optional[str] = None, data_dir: Optional[str] = None) -> None:
+  """Points the `tasks` package at a SentencePiece model and, optionally, local data files.
+
+  Without `data_dir` the tasks read TFDS; with it, the datasets' original
+  release files under that directory (see `tasks.set_data_source`).
+  """
+  import tasks  # pylint: disable=g-import-not-at-top
+  if vocabulary_path:
+    tasks.set_vocabulary(vocabulary_path)
+  if data_dir:
+    tasks.set_data_source(local_dir=data_dir)
+
+
 def get_task(name: str):
   """The registered SeqIO task or mixture `name`; unknown names list close matches."""
   import difflib  # pylint: disable=g-import-not-at-top

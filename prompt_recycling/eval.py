@@ -17,6 +17,7 @@ from typing import Any, Dict, Mapping, Optional
 import gin
 import jax
 
+from prompt_recycling import data
 from prompt_recycling import evaluation
 from prompt_recycling import gin_setup
 from prompt_recycling import partitioning
@@ -30,9 +31,11 @@ def evaluate(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
              batch_size: int, initial_checkpoint_path: Optional[str],
              prompt_method: prompts.PromptMethod, model_config: t5.T5Config = t5.T5Config(),
              split: str = 'validation', mode: str = 'rank', max_examples: Optional[int] = None,
-             num_partitions: int = 1, output_path: Optional[str] = None,
-             seed: int = 0) -> Dict[str, Any]:
+             num_partitions: int = 1, output_path: Optional[str] = None, seed: int = 0,
+             vocabulary_path: Optional[str] = None,
+             data_dir: Optional[str] = None) -> Dict[str, Any]:
   """Metrics of `prompt_method`'s prompt (e.g. from a file) on the frozen model."""
+  data.configure_tasks(vocabulary_path, data_dir)
   frozen = train_lib.load_frozen(initial_checkpoint_path, model_config, seed)
   mesh = partitioning.make_mesh(num_partitions)
   steps = trainer.Steps(t5.T5(model_config), prompt_method, None, mesh)

@@ -26,8 +26,10 @@ from prompt_recycling.models import t5
 def infer(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], batch_size: int,
           initial_checkpoint_path: Optional[str], prompt_method: prompts.PromptMethod,
           output_path: str, model_config: t5.T5Config = t5.T5Config(), split: str = 'validation',
-          max_examples: Optional[int] = None, num_partitions: int = 1, seed: int = 0) -> int:
+          max_examples: Optional[int] = None, num_partitions: int = 1, seed: int = 0,
+          vocabulary_path: Optional[str] = None, data_dir: Optional[str] = None) -> int:
   """Writes {'inputs', 'target', 'prediction'} per example to `output_path`; returns the count."""
+  data.configure_tasks(vocabulary_path, data_dir)
   lengths = dict(task_feature_lengths)
   frozen = train_lib.load_frozen(initial_checkpoint_path, model_config, seed)
   steps = trainer.Steps(t5.T5(model_config), prompt_method, None,

@@ -51,8 +51,10 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           accum_steps: int = 1, z_loss: float = 1e-4, eval_every: Optional[int] = None,
           eval_split: str = 'validation', eval_mode: str = 'rank',
           eval_examples: Optional[int] = None, best_metric: Optional[str] = None,
-          train_split: str = 'train'):
+          train_split: str = 'train', vocabulary_path: Optional[str] = None,
+          data_dir: Optional[str] = None):
   """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin."""
+  data.configure_tasks(vocabulary_path, data_dir)
   lengths = dict(task_feature_lengths)
   frozen = load_frozen(initial_checkpoint_path, model_config, seed)
   model = t5.T5(model_config)

@@ -1,0 +1,240 @@
+r"""The recycling papers' experiment grid: recycle every prompt with every method, evaluate on the target.
+
+    python -m prompt_recycling.experiment \
+      --gin_file=gin_configs/recycling/lm100k_base_to_large_sst2.gin \
+      --gin.OUTPUT_DIR="'/tmp/recycling'"
+
+For each (source, target) pair the recyclers are fitted once on the two
+models' token embeddings (over the chosen vocabulary), applied to every source
+prompt (several seeds), and each recycled prompt is evaluated through the
+target model on the task. Written to OUTPUT_DIR:
+
+  results.csv    one row per (pair, recycler, prompt): the metric
+  summary.md     mean +- std per recycler and pair, the target's baseline
+                 without a learned prompt, the re-tuned target prompt (upper
+                 bound) where given, and the recycling success rate: the share
+                 of recycled prompts that beat that baseline (Lester et al. 2022)
+  summary.png    the same as a bar chart with error bars and the baseline
+
+A model is given as {'name', 'path', 'config'} where path is a T5X checkpoint or
+a Hugging Face directory and config a `T5Config` (None: inferred from the files).
+"""
+import csv
+import dataclasses
+import json
+import pathlib
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+import tqdm
+
+from prompt_recycling import checkpoints
+from prompt_recycling import evaluation
+from prompt_recycling import partitioning
+from prompt_recycling import prompts
+from prompt_recycling import trainer
+from prompt_recycling.models import t5
+from prompt_recycling.recycling import base as recycling_base
+from prompt_recycling.recycling import vocab as recycling_vocab
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  source: str
+  target: str
+  recycler: str
+  prompt: str
+  metric: float
+
+
+def load_model(spec: Mapping[str, Any]):
+  """(config, params) of a model spec; the config is checked against the files."""
+  params, found = checkpoints.load_params(spec['path'])
+  config = spec.get('config') or found or checkpoints.config_from_params(params)
+  checkpoints.validate_params(params, config, spec['path'])
+  return config, params
+
+
+def select_rows(source_emb: np.ndarray, target_emb: np.ndarray, vocabulary: str) -> tuple:
+  """The aligned [vocab, embed] rows the recyclers fit on.
+
+  `vocabulary` is a `recycling.vocab.select` spec: 'all', 'first:N[@OFFSET]',
+  or the path of a filtered-vocabulary JSON (the recycling paper's English filter).
+  """
+  if source_emb.shape[0] != target_emb.shape[0]:
+    raise ValueError(f'Source and target embedding tables have {source_emb.shape[0]} and '
+                     f'{target_emb.shape[0]} rows: models of different vocabularies must be '
+                     'aligned by token string first (recycling.vocab.align_by_piece).')
+  ids = recycling_vocab.select(vocabulary, source_emb.shape[0])
+  return source_emb[ids], target_emb[ids]
+
+
+class _Target:
+  """A target model on the mesh, with one compiled evaluator for every prompt of one length."""
+
+  def __init__(self, spec, task: str, split: str, mode: str, lengths, batch_size,
+               max_examples, mesh):
+    self.config, params = load_model(spec)
+    self.model = t5.T5(self.config)
+    self.evaluate_fn = evaluation.task_evaluator(task, split=split, feature_lengths=lengths,
+                                                 mode=mode, batch_size=batch_size,
+                                                 max_examples=max_examples)
+    self.mesh = mesh
+    self.baseline_steps = trainer.Steps(self.model, prompts.no_prompt(), None, mesh)
+    self.frozen = self.baseline_steps.put_frozen(params)
+    self.embedding = np.asarray(params['token_embedder']['embedding'])
+    self._steps = {}
+
+  def baseline(self) -> float:
+    return self.evaluate_fn(self.baseline_steps, {}, self.frozen, 0)
+
+  def evaluate(self, prompt: np.ndarray) -> Dict[str, float]:
+    if prompt.shape[1] != self.config.emb_dim:
+      raise ValueError(f'Prompt of shape {prompt.shape} does not fit a target of embed '
+                       f'{self.config.emb_dim}.')
+    length = prompt.shape[0]
+    if length not in self._steps:
+      self._steps[length] = trainer.Steps(self.model, prompts.prompt_tuning(length), None, self.mesh)
+    steps = self._steps[length]
+    params = trainer.put_on_mesh({'prompt': prompt.astype(np.float32)}, steps.params_shardings)
+    return self.evaluate_fn(steps, params, self.frozen, 0)
+
+
+def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
+        prompt_files: Mapping[str, Sequence[str]], recyclers: Mapping[str, Mapping[str, Any]],
+        task: str, output_dir: str, metric: str = 'accuracy', split: str = 'validation',
+        mode: str = 'rank', task_feature_lengths: Mapping[str, int] = None,
+        batch_size: int = 32, max_examples: Optional[int] = None, vocabulary: str = 'all',
+        retuned_prompt_files: Optional[Mapping[str, Sequence[str]]] = None,
+        num_partitions: int = 1, seed: int = 0, progress: bool = True) -> List[Result]:
+  """Runs the grid and writes the results (see the module docstring).
+
+  Args:
+    sources: model specs prompts were tuned on.
+    targets: model specs to recycle to.
+    prompt_files: source name -> `.npy` prompts tuned on it (seeds, inits).
+    recyclers: display name -> {'name': registry name, **hyperparameters}.
+    task: the SeqIO task the prompts were tuned for.
+    output_dir: where results.csv, summary.md and summary.png go.
+    metric: the task metric reported.
+    split, mode, task_feature_lengths, batch_size, max_examples: evaluation.
+    vocabulary: rows the recyclers fit on, a `recycling.vocab.select` spec.
+    retuned_prompt_files: target name -> prompts tuned directly on the target
+      (the upper bound), evaluated alongside.
+    num_partitions: model-parallel mesh axis size.
+    seed: recycler fitting seed.
+    progress: show a progress bar over the grid.
+
+  Returns:
+    One `Result` per evaluated prompt (recycler 'baseline' and 'retuned' rows included).
+  """
+  lengths = dict(task_feature_lengths or {'inputs': 512, 'targets': 8})
+  mesh = partitioning.make_mesh(num_partitions)
+  out = pathlib.Path(output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  for name, files in prompt_files.items():
+    for f in files:
+      prompts.load_prompt(f)  # Fail before any fitting on a missing or malformed prompt.
+  results: List[Result] = []
+  total = sum(len(prompt_files.get(s['name'], ())) for s in sources) * len(targets) * len(recyclers)
+  bar = tqdm.tqdm(total=total, desc='recycle+eval', unit='prompt', disable=not progress)
+  for target_spec in targets:
+    target = _Target(target_spec, task, split, mode, lengths, batch_size, max_examples, mesh)
+    base_metric = target.baseline()[metric]
+    results.append(Result('-', target_spec['name'], 'baseline', '-', base_metric))
+    for f in (retuned_prompt_files or {}).get(target_spec['name'], ()):
+      value = target.evaluate(prompts.load_prompt(f))[metric]
+      results.append(Result('-', target_spec['name'], 'retuned', pathlib.Path(f).name, value))
+    for source_spec in sources:
+      if source_spec['name'] == target_spec['name']:
+        continue
+      source_emb = checkpoints.load_token_embedding(source_spec['path'])
+      src_rows, tgt_rows = select_rows(source_emb, target.embedding, vocabulary)
+      for display, spec in recyclers.items():
+        spec = dict(spec)
+        recycler = recycling_base.get_recycler(spec.pop('name'), **spec)
+        fitted = recycler.fit(src_rows, tgt_rows, jax.random.key(seed))
+        for f in prompt_files.get(source_spec['name'], ()):
+          recycled = np.asarray(recycler.apply(fitted, prompts.load_prompt(f)))
+          value = target.evaluate(recycled)[metric]
+          results.append(Result(source_spec['name'], target_spec['name'], display,
+                                pathlib.Path(f).name, value))
+          bar.update(1)
+          bar.set_postfix(last=f'{display}:{value:.1f}')
+  bar.close()
+  write_results(results, out, metric)
+  return results
+
+
+def summarize(results: Sequence[Result]) -> List[Dict[str, Any]]:
+  """Per (source, target, recycler): mean, std, count and success rate vs the target baseline."""
+  baselines = {r.target: r.metric for r in results if r.recycler == 'baseline'}
+  groups: Dict[tuple, List[float]] = {}
+  for r in results:
+    if r.recycler != 'baseline':
+      groups.setdefault((r.source, r.target, r.recycler), []).append(r.metric)
+  rows = []
+  for (source, target, recycler), values in groups.items():
+    values = np.asarray(values)
+    baseline = baselines.get(target, float('nan'))
+    rows.append({'source': source, 'target': target, 'recycler': recycler, 'n': len(values),
+                 'mean': float(values.mean()), 'std': float(values.std()),
+                 'baseline': baseline, 'success_rate': float(np.mean(values > baseline))})
+  return rows
+
+
+def write_results(results: Sequence[Result], out: pathlib.Path, metric: str) -> None:
+  """results.csv, summary.md and summary.png in `out`."""
+  with (out / 'results.csv').open('w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['source', 'target', 'recycler', 'prompt', metric])
+    for r in results:
+      writer.writerow([r.source, r.target, r.recycler, r.prompt, f'{r.metric:.4f}'])
+  rows = summarize(results)
+  lines = [f'| source -> target | recycler | {metric} (mean +- std) | n | target baseline (no prompt) '
+           '| success rate |', '|---|---|---|---|---|---|']
+  for row in rows:
+    lines.append(f"| {row['source']} -> {row['target']} | {row['recycler']} | "
+                 f"{row['mean']:.2f} +- {row['std']:.2f} | {row['n']} | {row['baseline']:.2f} | "
+                 f"{100 * row['success_rate']:.0f}% |")
+  (out / 'summary.md').write_text('\n'.join(lines) + '\n')
+  (out / 'summary.json').write_text(json.dumps(rows, indent=2))
+  _plot(rows, out / 'summary.png', metric)
+
+
+def _plot(rows: Sequence[Dict[str, Any]], path: pathlib.Path, metric: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  pairs = sorted({(r['source'], r['target']) for r in rows})
+  recyclers = sorted({r['recycler'] for r in rows})
+  fig, axes = plt.subplots(1, len(pairs), figsize=(1.2 + 1.1 * len(recyclers) * len(pairs), 3.6),
+                           squeeze=False)
+  for ax, (source, target) in zip(axes[0], pairs):
+    chosen = [next((r for r in rows if (r['source'], r['target'], r['recycler']) ==
+                    (source, target, name)), None) for name in recyclers]
+    means = [r['mean'] if r else np.nan for r in chosen]
+    stds = [r['std'] if r else 0 for r in chosen]
+    ax.bar(range(len(recyclers)), means, yerr=stds, capsize=3, color='tab:blue')
+    baseline = next((r['baseline'] for r in rows if r['target'] == target), np.nan)
+    ax.axhline(baseline, color='tab:red', linestyle='--', label='target, no prompt')
+    ax.set_xticks(range(len(recyclers)), recyclers, rotation=40, ha='right', fontsize=8)
+    ax.set_title(f'{source} -> {target}' if source != '-' else target, fontsize=9)
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  run()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
+
+
+if __name__ == '__main__':
+  import gin  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import gin_setup  # pylint: disable=g-import-not-at-top
+  run = gin.configurable(run)  # Registered before the gin files are parsed.
+  gin_setup.run(main)
