@@ -332,7 +332,8 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
   rng = jax.random.key(seed)
   init_rng, dropout_rng = jax.random.split(rng)
   manager = run_dir.checkpoint_manager(model_dir, keep=keep)
-  abstract = jax.eval_shape(steps.init, init_rng, frozen)
+  # Not `steps.init`: its jax.set_mesh is refused inside eval_shape's trace.
+  abstract = jax.eval_shape(steps._init, init_rng, frozen)  # pylint: disable=protected-access
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, steps.state_shardings)
   state, meta = run_dir.restore(manager, abstract)
