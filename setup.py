@@ -43,7 +43,7 @@ setuptools.setup(
     version='0.1.0',
     description='Soft prompt tuning on frozen T5 and prompt recycling between models, in JAX/Flax.',
     packages=setuptools.find_packages(include=['prompt_recycling', 'prompt_recycling.*', 'tasks', 'tasks.*']),
-    package_data={'': ['*.gin']},
+    package_data={'': ['*.gin'], 'prompt_recycling': ['assets/**/*']},
     python_requires='>=3.10',
     install_requires=CORE,
     extras_require={'tasks': TASKS, 'test': TEST, 'all': TASKS + TEST},

@@ -96,7 +96,8 @@ def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Array, *, mode
   z-loss), so accumulation changes memory, not the update.
 
   Returns:
-    (new state, metrics {'loss', 'cross_ent_loss', 'z_loss', 'num_tokens', 'grad_norm'}).
+    (new state, metrics {'loss', 'cross_ent_loss', 'z_loss', 'num_tokens', 'grad_norm',
+    'params_finite'}).
   """
   rng = jax.random.fold_in(rng, state.step)
   micro = jax.tree.map(lambda x: x.reshape((accum_steps, -1) + x.shape[1:]), batch)
@@ -120,8 +121,11 @@ def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Array, *, mode
   grads = jax.tree.map(lambda g: g / denom, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
   metrics = {'loss': (xent + zl) / denom, 'cross_ent_loss': xent / denom, 'z_loss': zl / denom,
-             'num_tokens': n, 'grad_norm': optax.global_norm(grads)}
+             'num_tokens': n, 'grad_norm': optax.tree.norm(grads),
+             # A finite loss can still produce a NaN update; the loop checks both.
+             'params_finite': finite.astype(jnp.float32)}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -371,9 +375,10 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
         raise ValueError(f'The data ran out at step {step} of {total_steps}.') from None
       state, metrics = steps.train(state, frozen, partitioning.shard_batch(batch, mesh), dropout_rng)
       loss = float(metrics['loss'])
-      if not np.isfinite(loss):
+      if not np.isfinite(loss) or not metrics['params_finite']:
+        what = f'Loss is {loss}' if not np.isfinite(loss) else 'The update made parameters NaN/Inf'
         raise NonFiniteLossError(
-            f'Loss is {loss} at step {step}; stopped without saving this state. The last good '
+            f'{what} at step {step}; stopped without saving this state. The last good '
             f'checkpoint is step {last_saved} in {model_dir}/checkpoints. Lower the '
             f'learning rate or check the data, then rerun the same command to resume from it.')
       bar.update(1)
