@@ -18,6 +18,7 @@ from absl import flags
 import gin
 import optax
 
+from prompt_recycling import lpt
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
@@ -39,6 +40,8 @@ gin.external_configurable(trainer.adafactor, module='optim')
 gin.external_configurable(optax.adam, module='optim')
 gin.external_configurable(optax.adamw, module='optim')
 gin.external_configurable(partitioning.make_mesh, module='partitioning')
+gin.external_configurable(lpt.late_prompt_tuning, module='lpt')
+gin.external_configurable(lpt.adamw, module='lpt')
 
 
 @gin.configurable(module='prompts')

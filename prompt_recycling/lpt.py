@@ -1,0 +1,385 @@
+"""Late prompt tuning (Liu et al. 2022): an instance-dependent prompt inserted mid-encoder.
+
+Prompt tuning prepends its prompt to the input, so every step back-propagates
+through the whole frozen encoder. Late prompt tuning (LPT) inserts the prompt
+before encoder layer `hook_layer` (k) instead, and makes it depend on the input:
+a small neural prompt generator reads the hidden states H arriving at layer k,
+
+  h      = pool(H, mask)                      [batch, length, embed] -> [batch, embed]
+  z      = W_up relu(W_down h + b_down) + b_up   -> [batch, prompt_length * embed]
+  prompt = reshape(z)                            -> [batch, prompt_length, embed]
+
+and the prompt is concatenated before H (the mask is extended with ones), so
+layers k, k+1, ... attend to it. H goes through `jax.lax.stop_gradient` before
+the generator and everything below layer k is frozen, so nothing below layer k
+is differentiated: JAX does not compute that part of the backward pass at all.
+Two further savings follow: layers below k run on `length` tokens rather than
+`prompt_length + length`, and their activations need not be kept for a
+backward pass.
+
+Choices, following the paper and the authors' released code:
+  * insertion layer: the middle of the encoder (their scripts insert at layer
+    12 of RoBERTa-large's 24 and 18 of GPT-2 Large's 36); our default is
+    `num_encoder_layers // 2`.
+  * generator: down-projection with bias to a bottleneck of 128, ReLU,
+    up-projection with bias to `prompt_length * embed`, dropout on the prompt.
+    The summary h is max pooling over valid tokens ('max', the default) or
+    their mean ('mean'). (The authors' default RoBERTa generator reads the
+    first, <s>, token, which T5 does not have.)
+  * prompt length 5 and AdamW (lr 1e-3, weight decay 0.1, 6% linear warm-up
+    then linear decay, gradient clipping 1.0): `adamw` below and
+    gin_configs/runs/lpt_finetune.gin.
+  * the cheaper ablation, one static `[prompt_length, embed]` late prompt shared
+    by all inputs: `late_prompt_tuning(..., static=True)`.
+
+Files: `save_params` writes any of these parameter trees as `.npz` with
+`/`-joined keys, `export_checkpoint_params` does so from a run's orbax
+checkpoint, and `late_prompt_tuning(init_file=...)` loads one at `init` (with
+shape checks), which is how eval.py and infer.py use a trained generator: the
+models/*_lpt.gin files bind `init_file` to PROMPT_FILE. A static late prompt is
+a `prompt` matrix like prompt tuning's, so the training loop also exports it as
+`prompt.npy`, and it loads from `.npy` too.
+"""
+import pathlib
+from typing import Any, Dict, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from prompt_recycling import prompts
+from prompt_recycling.models import t5
+
+Array = jax.Array
+
+POOLINGS = ('max', 'mean')
+# Logical axes of the generator. Both embed-sized dimensions use the prompt's
+# `prompt_embed`; the bottleneck is `prompt_mlp`, which LOGICAL_AXIS_RULES does
+# not name: Flax maps unnamed logical axes to None, i.e. replicated, which is
+# what a generator of ~(2 + prompt_length) * embed * bottleneck parameters wants.
+# (lpt_test checks that every generator parameter is replicated.)
+GENERATOR_MLP_AXIS = 'prompt_mlp'
+
+
+def _activation(name: str):
+  fn = getattr(nn, name, None) if name != 'linear' else (lambda x: x)
+  if not callable(fn):
+    raise ValueError(f'Unknown generator activation {name!r}; use a flax.linen function name '
+                     "such as 'relu', 'tanh' or 'gelu'.")
+  return fn
+
+
+def pool(hidden: Array, mask: Array, pooling: str) -> Array:
+  """Summarises each sequence's valid tokens.
+
+  Args:
+    hidden: [batch, length, embed].
+    mask: [batch, length] bool, True on valid (non-padding) tokens.
+    pooling: 'max' (the default) or 'mean', over valid tokens only.
+
+  Returns:
+    [batch, embed] float32; all zeros for a row without valid tokens.
+  """
+  hidden = hidden.astype(jnp.float32)
+  valid = mask[..., None]
+  if pooling == 'max':
+    pooled = jnp.max(jnp.where(valid, hidden, -jnp.inf), axis=1)
+  elif pooling == 'mean':
+    pooled = jnp.sum(jnp.where(valid, hidden, 0.0), axis=1) / jnp.maximum(
+        jnp.sum(valid, axis=1), 1).astype(jnp.float32)
+  else:
+    raise ValueError(f'Unknown pooling {pooling!r}; expected one of {POOLINGS}.')
+  return jnp.where(jnp.any(mask, axis=1)[:, None], pooled, 0.0)
+
+
+class PromptGenerator(nn.Module):
+  """The neural prompt generator: pooled hidden states -> bottleneck MLP -> prompt.
+
+  Attributes:
+    prompt_length: number of prompt tokens generated per input.
+    bottleneck: width of the down-projection (128 in the authors' scripts).
+    pooling: 'max' or 'mean' over valid tokens.
+    activation: flax.linen nonlinearity between the projections ('relu').
+    dropout_rate: dropout on the generated prompt (0.1 in the authors' code).
+    normalize_input: RMS-normalise each hidden state (no parameters) before
+      pooling. Off by default, as in the paper; T5 1.1 is pre-LayerNorm, so its
+      residual stream below layer k is unnormalised and grows with depth, and
+      this makes the generator's input scale independent of that.
+  """
+  prompt_length: int
+  bottleneck: int = 128
+  pooling: str = 'max'
+  activation: str = 'relu'
+  dropout_rate: float = 0.0
+  normalize_input: bool = False
+
+  @nn.compact
+  def __call__(self, hidden: Array, mask: Array, deterministic: bool = True) -> Array:
+    """Hidden states [batch, length, embed] + mask [batch, length] -> [batch, prompt_length, embed].
+
+    The generator computes in float32 whatever the activation dtype.
+    """
+    embed = hidden.shape[-1]
+    hidden = hidden.astype(jnp.float32)
+    if self.normalize_input:
+      hidden = hidden * jax.lax.rsqrt(jnp.mean(jnp.square(hidden), -1, keepdims=True) + 1e-6)
+    h = pool(hidden, mask, self.pooling)  # [batch, embed]
+
+    def dense(name, features, axes):
+      return nn.Dense(
+          features, name=name,
+          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[1:]))
+
+    h = _activation(self.activation)(dense('down', self.bottleneck,
+                                           ('prompt_embed', GENERATOR_MLP_AXIS))(h))
+    out = dense('up', self.prompt_length * embed, (GENERATOR_MLP_AXIS, 'prompt_embed'))(h)
+    out = out.reshape(out.shape[0], self.prompt_length, embed)  # [batch, prompt_length, embed]
+    return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+
+
+def insert(prompt: Array, hidden: Array, mask: Array):
+  """Puts `prompt` [batch, prompt_length, embed] before `hidden` [batch, length, embed].
+
+  Returns:
+    ([batch, prompt_length + length, embed] in hidden's dtype, its mask
+    [batch, prompt_length + length] with the prompt always valid).
+  """
+  hidden = jnp.concatenate([prompt.astype(hidden.dtype), hidden], axis=1)
+  mask = jnp.concatenate([jnp.ones(prompt.shape[:2], bool), mask], axis=1)
+  return hidden, mask
+
+
+def _encoder_depth(frozen: Any) -> int:
+  return sum(1 for name in frozen['encoder'] if name.startswith('layers_'))
+
+
+def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None, *,
+                       model_config: Optional[t5.T5Config] = None, bottleneck: int = 128,
+                       pooling: str = 'max', activation: str = 'relu', dropout_rate: float = 0.0,
+                       normalize_input: bool = False, static: bool = False,
+                       static_init: prompts.Initializer = prompts.random_uniform(),
+                       init_file: Optional[str] = None) -> prompts.PromptMethod:
+  """Late prompt tuning as a `PromptMethod`: a prompt inserted before encoder layer k.
+
+  Args:
+    prompt_length: number of late prompt tokens (the authors' scripts use 5).
+    hook_layer: k, the encoder layer the prompt is inserted before (0 = before
+      the first layer, which is prompt tuning with an instance-dependent prompt;
+      num_encoder_layers = after the last). Default: `num_encoder_layers // 2`,
+      the middle of the encoder, where the authors insert it (layer 12 of 24
+      for RoBERTa-large); needs `model_config`.
+    model_config: the model's `T5Config`; gives the default layer and lets a
+      wrong `hook_layer` fail here rather than at `init`.
+    bottleneck, pooling, activation, dropout_rate, normalize_input: the
+      generator's (see `PromptGenerator`). Dropout is applied only when the
+      step runs with dropout enabled (the trainer's `enable_dropout`, which
+      `train.py` turns on when `T5Config.dropout_rate > 0`), using the
+      encoder's 'dropout' random stream.
+    static: instead of a generator, one `[prompt_length, embed]` parameter
+      shared by all inputs (the authors' generator-free variant); cheaper, and
+      exported like a prompt-tuning prompt.
+    static_init: initialiser of the static prompt (`prompts.Initializer`).
+    init_file: start from saved parameters instead: an `.npz` written by
+      `save_params` (generator or static), or for `static=True` also a
+      `[prompt_length, embed]` `.npy`. Shapes are checked at `init`.
+
+  Returns:
+    A `PromptMethod` whose params are `{'down': {...}, 'up': {...}}` (generator)
+    or `{'prompt': [prompt_length, embed]}` (static), and whose
+    `encoder_args` are `{'hook': ..., 'hook_layer': k}`.
+
+  Raises:
+    ValueError: k outside [0, num_encoder_layers] (here when `model_config` is
+      given, otherwise at `init`), or no k and no `model_config`.
+  """
+  if hook_layer is None:
+    if model_config is None:
+      raise ValueError('late_prompt_tuning needs hook_layer or model_config (the default layer '
+                       'is num_encoder_layers // 2).')
+    hook_layer = model_config.num_encoder_layers // 2
+  if model_config is not None:
+    _check_layer(hook_layer, model_config.num_encoder_layers)
+  if pooling not in POOLINGS:
+    raise ValueError(f'Unknown pooling {pooling!r}; expected one of {POOLINGS}.')
+  _activation(activation)
+  if prompt_length < 1:
+    raise ValueError(f'prompt_length must be positive, got {prompt_length}.')
+  # Built outside any module, so it is a top-level Module applied with `params`.
+  generator = PromptGenerator(prompt_length, bottleneck, pooling, activation, dropout_rate,
+                              normalize_input)
+
+  def fresh_params(rng, embed):
+    if static:
+      return None
+    hidden, mask = jnp.zeros((1, 1, embed), jnp.float32), jnp.ones((1, 1), bool)
+    return generator.init(rng, hidden, mask)['params']
+
+  def init(rng, frozen):
+    _check_layer(hook_layer, _encoder_depth(frozen))
+    embedding = frozen['token_embedder']['embedding']
+    embed = embedding.shape[1]
+    if init_file is not None:
+      expected = jax.eval_shape(lambda: initial_params(rng, embedding, embed))
+      return _params_from_file(init_file, expected, static)
+    return initial_params(rng, embedding, embed)
+
+  def initial_params(rng, embedding, embed):
+    if static:
+      return {'prompt': static_init(rng, embedding, (prompt_length, embed))}
+    return nn.unbox(fresh_params(rng, embed))
+
+  def encoder_args(params, batch_size):
+    del batch_size  # The hook reads it from the hidden states.
+
+    def hook(hidden, mask):
+      if static:
+        prompt = prompts.prepend(params['prompt'], hidden.shape[0])
+        return insert(prompt, hidden, mask)
+      rngs = None
+      if dropout_rate > 0:
+        # Created inside the running encoder, so it draws from (and is bound
+        # to) the encoder's 'dropout' stream, present only when dropout is on.
+        carrier = nn.Dropout(dropout_rate)
+        if carrier.has_rng('dropout'):
+          rngs = {'dropout': carrier.make_rng('dropout')}
+      # No gradient to anything below layer k: the generator reads constants.
+      prompt = generator.apply({'params': params}, jax.lax.stop_gradient(hidden), mask,
+                               deterministic=rngs is None, rngs=rngs)
+      return insert(prompt, hidden, mask)
+
+    return {'hook': hook, 'hook_layer': hook_layer}
+
+  if static:
+    logical_axes = {'prompt': P(*prompts.PROMPT_AXES)}
+  else:  # Read off the module's own annotations; the tree shape does not depend on embed.
+    logical_axes = nn.get_partition_spec(
+        jax.eval_shape(lambda rng: fresh_params(rng, 1), jax.random.key(0)))
+  return prompts.PromptMethod(init, encoder_args, logical_axes)
+
+
+def _check_layer(hook_layer: int, num_encoder_layers: int) -> None:
+  if not 0 <= hook_layer <= num_encoder_layers:
+    raise ValueError(
+        f'Late prompt insertion layer {hook_layer} is outside [0, {num_encoder_layers}] for a '
+        f'{num_encoder_layers}-layer encoder (0 = before the first layer, {num_encoder_layers} = '
+        f'after the last; the paper uses the middle, {num_encoder_layers // 2}).')
+
+
+def late_prompts(method: prompts.PromptMethod, model: t5.T5, frozen: Any, params: Any,
+                 tokens: Array) -> Array:
+  """The late prompts `method` inserts for `tokens` [batch, length]: [batch, prompt_length, embed].
+
+  Runs the frozen encoder up to the insertion layer and captures what the hook
+  inserts (for inspection and tests; training never needs it).
+  """
+  args = method.encoder_args(params, tokens.shape[0])
+  captured = {}
+
+  def capture(hidden, mask):
+    new_hidden, new_mask = args['hook'](hidden, mask)
+    captured['prompt'] = new_hidden[:, :new_hidden.shape[1] - hidden.shape[1]]
+    return new_hidden, new_mask
+
+  model.apply({'params': frozen}, tokens, hook=capture, hook_layer=args['hook_layer'],
+              method=t5.T5.encode)
+  return captured['prompt']
+
+
+# --- Files --------------------------------------------------------------------
+
+def save_params(params: Any, path: str) -> None:
+  """Writes a parameter tree as `.npz`, one float32 array per `/`-joined key path.
+
+  The generator's file holds `down/kernel`, `down/bias`, `up/kernel`, `up/bias`;
+  a static late prompt's holds `prompt`. Written atomically.
+  """
+  flat = flax.traverse_util.flatten_dict(jax.device_get(params), sep='/')
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + '.tmp')
+  with tmp.open('wb') as f:
+    np.savez(f, **{k: np.asarray(v, np.float32) for k, v in flat.items()})
+  tmp.replace(path)  # Never leave a half-written file behind.
+
+
+def load_params(path: str) -> Dict[str, Any]:
+  """Reads a tree written by `save_params` (host numpy arrays); rejects NaN and Inf."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f'Late prompt parameter file {path} does not exist.')
+  with np.load(path, allow_pickle=False) as f:
+    flat = {k: f[k] for k in f.files}
+  bad = [k for k, v in flat.items() if not np.all(np.isfinite(v))]
+  if bad:
+    raise ValueError(f'Late prompt parameter file {path} has NaN or Inf values in {bad}.')
+  return flax.traverse_util.unflatten_dict(flat, sep='/')
+
+
+def _params_from_file(path: str, expected: Any, static: bool) -> Any:
+  """Loads `path` and checks it against `expected` (a tree of ShapeDtypeStruct)."""
+  if static and pathlib.Path(path).suffix != '.npz':
+    params = {'prompt': prompts.load_prompt(path)}
+  else:
+    params = load_params(path)
+  want = {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(expected, sep='/').items()}
+  got = {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(params, sep='/').items()}
+  if want != got:
+    raise ValueError(f'Late prompt file {path} holds {got}, but this model and late_prompt_tuning '
+                     f'settings need {want}.')
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+
+
+def export_checkpoint_params(model_dir: str, path: str, step: Optional[int] = None) -> int:
+  """Writes the trainable params of MODEL_DIR's orbax checkpoint (default: latest) to `path` (.npz).
+
+  Returns:
+    The step exported.
+  """
+  from prompt_recycling import run_dir  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  manager = run_dir.checkpoint_manager(model_dir, keep=None)
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'{model_dir}/checkpoints holds no checkpoint to export.')
+    # Without a target orbax returns the saved tree as nested dicts of numpy arrays.
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  finally:
+    manager.close()
+  save_params(restored['state']['params'], path)
+  return step
+
+
+# --- Optimizer ----------------------------------------------------------------
+
+def adamw(learning_rate: float = 1e-3, weight_decay: float = 0.1, warmup_fraction: float = 0.06,
+          total_steps: Optional[int] = None, max_grad_norm: Optional[float] = 1.0,
+          b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+  """AdamW with the LPT authors' settings: lr 1e-3, weight decay 0.1, linear warm-up and decay.
+
+  The learning rate rises linearly from 0 over `warmup_fraction * total_steps`
+  steps, then falls linearly to 0 at `total_steps` (constant if `total_steps`
+  is None); gradients are clipped to global norm `max_grad_norm` first. As in
+  the authors' code, biases are not decayed (kernels and a static prompt are).
+  """
+  if total_steps is None:
+    schedule = learning_rate
+  else:
+    warmup = int(warmup_fraction * total_steps)
+
+    def schedule(count):
+      count = jnp.asarray(count, jnp.float32)
+      up = learning_rate * count / max(warmup, 1)
+      down = learning_rate * jnp.maximum(total_steps - count, 0.0) / max(total_steps - warmup, 1)
+      return jnp.where(count < warmup, up, down)
+
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
+  if max_grad_norm:
+    tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
+  return tx
