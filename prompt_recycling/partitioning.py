@@ -28,6 +28,7 @@ LOGICAL_AXIS_RULES: Rules = (
     # Prompts are small: every device holds the whole prompt.
     ('prompt', None),
     ('prompt_embed', None),
+    ('prompt_mlp', None),  # The late prompt generator's bottleneck (lpt.py).
 )
 
 

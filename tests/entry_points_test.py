@@ -1,0 +1,116 @@
+"""The real commands, as a user runs them: train, kill, resume, eval, infer, bad inputs."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_path
+
+pytest.importorskip('seqio')
+
+
+def _command(module, *flags):
+  return [sys.executable, '-m', f'prompt_recycling.{module}', *flags]
+
+
+def _train_flags(model_dir, steps, **extra):
+  flags = ['--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin',
+           '--gin_file=gin_configs/runs/prompt_finetune.gin',
+           f"--gin.MODEL_DIR='{model_dir}'",
+           "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
+           f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
+           f'--gin.TRAIN_STEPS={steps}', '--gin.BATCH_SIZE=8',
+           "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}",
+           '--gin.train.save_every=3', '--gin.train.eval_every=None',
+           '--gin.train.best_metric=None', '--gin.train.log_every=1',
+           f"--gin.train.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
+           f"--gin.train.data_dir='{shared_path()}'"]
+  return flags + [f'--gin.{k}={v}' for k, v in extra.items()]
+
+
+def _env():
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3'}
+  env.pop('XLA_FLAGS', None)  # One device per process, as a plain user run.
+  return env
+
+
+def _run(cmd, **kwargs):
+  result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+                          **kwargs)
+  return result
+
+
+def _final_prompt(model_dir, step):
+  return np.load(pathlib.Path(model_dir) / 'numpy_checkpoints' / f'checkpoint_{step}' / 'prompt.npy')
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+  full = _run(_command('train', *_train_flags(tmp_path / 'full', 12)))
+  assert full.returncode == 0, full.stderr[-3000:]
+  assert (tmp_path / 'full' / 'config.gin').exists()  # The operative config is written.
+
+  killed_dir = tmp_path / 'killed'
+  proc = subprocess.Popen(_command('train', *_train_flags(killed_dir, 12)), cwd=REPO, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (killed_dir / 'checkpoints' / '6').exists():  # orbax renames a step dir when done.
+    assert proc.poll() is None and time.time() < deadline, 'the run ended before step 6'
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed_dir / 'numpy_checkpoints' / 'checkpoint_12').exists()
+
+  resumed = _run(_command('train', *_train_flags(killed_dir, 12)))
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resuming' in resumed.stderr
+  np.testing.assert_array_equal(_final_prompt(tmp_path / 'full', 12), _final_prompt(killed_dir, 12))
+
+
+def test_eval_and_infer_read_the_numpy_export(tmp_path):
+  trained = _run(_command('train', *_train_flags(tmp_path / 'run', 3)))
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  prompt = tmp_path / 'run' / 'numpy_checkpoints' / 'checkpoint_3' / 'prompt.npy'
+  common = ['--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin',
+            "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
+            f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
+            f"--gin.PROMPT_FILE='{prompt}'", '--gin.BATCH_SIZE=8',
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}"]
+  data_flags = lambda fn: [f"--gin.{fn}.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
+                           f"--gin.{fn}.data_dir='{shared_path()}'", f'--gin.{fn}.max_examples=16']
+  out = tmp_path / 'eval.json'
+  evaluated = _run(_command('eval', '--gin_file=gin_configs/runs/prompt_eval.gin', *common,
+                            *data_flags('evaluate'), f"--gin.EVAL_OUTPUT='{out}'"))
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  metrics = json.loads(out.read_text())
+  assert metrics['task'] == 'glue_sst2_v2' and 0 <= metrics['accuracy'] <= 100
+
+  predictions = tmp_path / 'predictions.jsonl'
+  inferred = _run(_command('infer', '--gin_file=gin_configs/runs/prompt_infer.gin', *common,
+                           *data_flags('infer'), f"--gin.INFER_OUTPUT='{predictions}'"))
+  assert inferred.returncode == 0, inferred.stderr[-3000:]
+  rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+  assert len(rows) == 16 and rows[0]['inputs'].startswith('sst2 sentence:')
+  assert rows[0]['target'] in ('negative', 'positive')
+
+
+def test_unknown_task_lists_close_matches(tmp_path):
+  flags = [f for f in _train_flags(tmp_path / 'bad', 3) if 'MIXTURE_OR_TASK_NAME' not in f]
+  result = _run(_command('train', *flags, "--gin.MIXTURE_OR_TASK_NAME='glue_sst_v2'"))
+  assert result.returncode != 0
+  assert "Unknown task or mixture 'glue_sst_v2'" in result.stderr
+  assert 'glue_sst2_v2' in result.stderr
+
+
+def test_model_dir_of_another_run_is_refused(tmp_path):
+  first = _run(_command('train', *_train_flags(tmp_path / 'run', 3)))
+  assert first.returncode == 0, first.stderr[-3000:]
+  other = _run(_command('train', *_train_flags(tmp_path / 'run', 3, PROMPT_LENGTH=7)))
+  assert other.returncode != 0
+  assert 'already holds a different run' in other.stderr
+  assert _final_prompt(tmp_path / 'run', 3).shape == (5, 4)
