@@ -39,6 +39,9 @@ from prompt_recycling.recycling import base as recycling_base
 from prompt_recycling.recycling import vocab as recycling_vocab
 
 
+TUNED = 'tuned on the target'  # A prompt tuned directly on the model it is evaluated on.
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
   source: str
@@ -46,6 +49,15 @@ class Result:
   recycler: str
   prompt: str
   metric: float
+
+
+def _prompt_name(path: str) -> str:
+  """`run/numpy_checkpoints/checkpoint_N/prompt.npy` -> 'run@N'; otherwise the file name."""
+  parts = pathlib.Path(path).parts
+  if 'numpy_checkpoints' in parts:
+    i = parts.index('numpy_checkpoints')
+    return f"{parts[i - 1]}@{parts[i + 1].replace('checkpoint_', '')}"
+  return pathlib.Path(path).name
 
 
 def load_model(spec: Mapping[str, Any]):
@@ -127,7 +139,8 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
     progress: show a progress bar over the grid.
 
   Returns:
-    One `Result` per evaluated prompt (recycler 'baseline' and 'retuned' rows included).
+    One `Result` per evaluated prompt; the target's zero-shot row has recycler
+    'baseline', and prompts tuned directly on a target have `TUNED`.
   """
   lengths = dict(task_feature_lengths or {'inputs': 512, 'targets': 8})
   mesh = partitioning.make_mesh(num_partitions)
@@ -137,7 +150,8 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
     for f in files:
       prompts.load_prompt(f)  # Fail before any fitting on a missing or malformed prompt.
   results: List[Result] = []
-  total = sum(len(prompt_files.get(s['name'], ())) for s in sources) * len(targets) * len(recyclers)
+  total = len(recyclers) * sum(len(prompt_files.get(s['name'], ()))
+                               for s in sources for t in targets if s['name'] != t['name'])
   bar = tqdm.tqdm(total=total, desc='recycle+eval', unit='prompt', disable=not progress)
   for target_spec in targets:
     target = _Target(target_spec, task, split, mode, lengths, batch_size, max_examples, mesh)
@@ -145,7 +159,8 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
     results.append(Result('-', target_spec['name'], 'baseline', '-', base_metric))
     for f in (retuned_prompt_files or {}).get(target_spec['name'], ()):
       value = target.evaluate(prompts.load_prompt(f))[metric]
-      results.append(Result('-', target_spec['name'], 'retuned', pathlib.Path(f).name, value))
+      results.append(Result(target_spec['name'], target_spec['name'], TUNED, _prompt_name(f),
+                            value))
     for source_spec in sources:
       if source_spec['name'] == target_spec['name']:
         continue
@@ -159,7 +174,7 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
           recycled = np.asarray(recycler.apply(fitted, prompts.load_prompt(f)))
           value = target.evaluate(recycled)[metric]
           results.append(Result(source_spec['name'], target_spec['name'], display,
-                                pathlib.Path(f).name, value))
+                                _prompt_name(f), value))
           bar.update(1)
           bar.set_postfix(last=f'{display}:{value:.1f}')
   bar.close()
@@ -220,7 +235,8 @@ def _plot(rows: Sequence[Dict[str, Any]], path: pathlib.Path, metric: str) -> No
     baseline = next((r['baseline'] for r in rows if r['target'] == target), np.nan)
     ax.axhline(baseline, color='tab:red', linestyle='--', label='target, no prompt')
     ax.set_xticks(range(len(recyclers)), recyclers, rotation=40, ha='right', fontsize=8)
-    ax.set_title(f'{source} -> {target}' if source != '-' else target, fontsize=9)
+    ax.set_title(f'{source} -> {target}' if source != target else f'{target} (tuned on it)',
+                 fontsize=9)
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
   fig.tight_layout()

@@ -102,7 +102,9 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
   source_prompts = [tune(models[source], task, out / 'runs' / f'{source}_{init}_{seed}',
                          init=init, seed=seed, **common)
                     for init in inits for seed in seeds]
-  retuned: Dict[str, List[str]] = {source: source_prompts}  # The source's own accuracy.
+  # Prompts evaluated on the model they were tuned on: the source's own
+  # accuracy, and each target's upper bound.
+  retuned: Dict[str, List[str]] = {source: source_prompts}
   if retune_targets:
     for target in targets:
       retuned[target] = [tune(models[target], task, out / 'runs' / f'{target}_{inits[0]}_retuned',

@@ -52,7 +52,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           eval_split: str = 'validation', eval_mode: str = 'rank',
           eval_examples: Optional[int] = None, best_metric: Optional[str] = None,
           train_split: str = 'train', vocabulary_path: Optional[str] = None,
-          data_dir: Optional[str] = None):
+          data_dir: Optional[str] = None, progress: bool = True):
   """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin."""
   data.configure_tasks(vocabulary_path, data_dir)
   lengths = dict(task_feature_lengths)
@@ -81,7 +81,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
       mesh=mesh, make_batches=make_batches, total_steps=train_steps, model_dir=model_dir,
       run_info=run_info, batch_size=batch_size, seed=seed, save_every=save_every, keep=keep,
       log_every=log_every, eval_fn=eval_fn, eval_every=eval_every, best_metric=best_metric,
-      accum_steps=accum_steps, z_loss=z_loss, enable_dropout=model_config.dropout_rate > 0)
+      accum_steps=accum_steps, z_loss=z_loss, enable_dropout=model_config.dropout_rate > 0,
+      progress=progress)
 
 
 def main(argv):

@@ -1,0 +1,84 @@
+"""The paper's protocol end to end on two small models: tune, recycle, evaluate through the target."""
+import csv
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from prompt_recycling import checkpoints
+from prompt_recycling import evaluation
+from prompt_recycling import experiment
+from prompt_recycling import partitioning
+from prompt_recycling import prompts
+from prompt_recycling import protocol
+from prompt_recycling import trainer
+from prompt_recycling.models import t5
+from prompt_recycling.recycling import base as recycling_base
+
+pytest.importorskip('seqio')
+LENGTHS = {'inputs': 32, 'targets': 4}
+
+
+@pytest.fixture
+def two_models(tmp_path, tiny_t5x_checkpoint):
+  """A: the real tiny T5X checkpoint; B: the same architecture, another random init."""
+  params, config = checkpoints.load_params(str(tiny_t5x_checkpoint))
+  other = jax.device_get(trainer.random_frozen(t5.T5(config), jax.random.key(7), None))
+  b_path = checkpoints.save_t5x(other, str(tmp_path / 'model_b'), 1)
+  return {'A': {'path': str(tiny_t5x_checkpoint)}, 'B': {'path': b_path}}
+
+
+def test_protocol_recycles_and_evaluates_through_the_target(tmp_path, two_models):
+  out = tmp_path / 'protocol'
+  recyclers = {'v2v-lin': {'name': 'v2v-lin'}, 'nearest-neighbor': {'name': 'nearest-neighbor'}}
+  results = protocol.run(
+      models=two_models, source='A', targets=['B'], task='glue_sst2_v2', output_dir=str(out),
+      recyclers=recyclers, seeds=[0, 1], inits=['class_labels'], prompt_length=5,
+      train_steps=3, batch_size=8, task_feature_lengths=LENGTHS, max_eval_examples=16,
+      population=1000, vocabulary_path=str(shared_path('t5', 'sentencepiece.model')),
+      data_dir=str(shared_path()), progress=False)
+
+  kinds = {(r.source, r.target, r.recycler) for r in results}
+  assert ('-', 'B', 'baseline') in kinds and ('B', 'B', experiment.TUNED) in kinds
+  assert ('A', 'A', experiment.TUNED) in kinds
+  assert sum(r.recycler == 'v2v-lin' for r in results) == 2  # One per source prompt.
+  with (out / 'results.csv').open() as f:
+    assert len(list(csv.DictReader(f))) == len(results)
+  summary = (out / 'summary.md').read_text()
+  assert '| A -> B | v2v-lin |' in summary and 'success rate' in summary
+  assert (out / 'summary.png').stat().st_size > 1000
+
+  # Recompute one recycled prompt's accuracy independently, through model B.
+  source_prompt = prompts.load_prompt(
+      out / 'runs' / 'A_class_labels_0' / 'numpy_checkpoints' / 'checkpoint_3' / 'prompt.npy')
+  params_b, config_b = checkpoints.load_params(two_models['B']['path'])
+  rec = recycling_base.get_recycler('v2v-lin')
+  fitted = rec.fit(checkpoints.load_token_embedding(two_models['A']['path']),
+                   params_b['token_embedder']['embedding'], jax.random.key(0))
+  recycled = np.asarray(rec.apply(fitted, source_prompt))
+  assert recycled.shape == (5, config_b.emb_dim)
+  mesh = partitioning.make_mesh(1)
+  steps = trainer.Steps(t5.T5(config_b), prompts.prompt_tuning(5), None, mesh)
+  evaluate = evaluation.task_evaluator('glue_sst2_v2', split='validation', feature_lengths=LENGTHS,
+                                       mode='rank', batch_size=8, max_examples=16)
+  metrics = evaluate(steps, trainer.put_on_mesh({'prompt': recycled}, steps.params_shardings),
+                     steps.put_frozen(params_b), 0)
+  recorded = next(r.metric for r in results
+                  if r.recycler == 'v2v-lin' and r.prompt == 'A_class_labels_0@3')
+  assert metrics['accuracy'] == pytest.approx(recorded)
+
+
+def test_summary_success_rate_counts_prompts_above_the_baseline():
+  results = [experiment.Result('-', 'B', 'baseline', '-', 50.0),
+             experiment.Result('A', 'B', 'v2v-lin', 'p0', 60.0),
+             experiment.Result('A', 'B', 'v2v-lin', 'p1', 40.0),
+             experiment.Result('A', 'B', 'v2v-lin', 'p2', 55.0)]
+  (row,) = experiment.summarize(results)
+  assert row['success_rate'] == pytest.approx(2 / 3)
+  assert row['mean'] == pytest.approx(155 / 3) and row['baseline'] == 50.0 and row['n'] == 3
+
+
+def test_mismatched_vocabularies_are_refused():
+  with pytest.raises(ValueError, match='32128 and 32100 rows'):
+    experiment.select_rows(np.zeros((32128, 4)), np.zeros((32100, 8)), 'all')
