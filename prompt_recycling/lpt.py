@@ -292,32 +292,9 @@ def late_prompts(method: prompts.PromptMethod, model: t5.T5, frozen: Any, params
 
 # --- Files --------------------------------------------------------------------
 
-def save_params(params: Any, path: str) -> None:
-  """Writes a parameter tree as `.npz`, one float32 array per `/`-joined key path.
-
-  The generator's file holds `down/kernel`, `down/bias`, `up/kernel`, `up/bias`;
-  a static late prompt's holds `prompt`. Written atomically.
-  """
-  flat = flax.traverse_util.flatten_dict(jax.device_get(params), sep='/')
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + '.tmp')
-  with tmp.open('wb') as f:
-    np.savez(f, **{k: np.asarray(v, np.float32) for k, v in flat.items()})
-  tmp.replace(path)  # Never leave a half-written file behind.
-
-
-def load_params(path: str) -> Dict[str, Any]:
-  """Reads a tree written by `save_params` (host numpy arrays); rejects NaN and Inf."""
-  path = pathlib.Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f'Late prompt parameter file {path} does not exist.')
-  with np.load(path, allow_pickle=False) as f:
-    flat = {k: f[k] for k in f.files}
-  bad = [k for k, v in flat.items() if not np.all(np.isfinite(v))]
-  if bad:
-    raise ValueError(f'Late prompt parameter file {path} has NaN or Inf values in {bad}.')
-  return flax.traverse_util.unflatten_dict(flat, sep='/')
+# One .npz writer and reader for every parameter tree (see prompts.py).
+save_params = prompts.save_params
+load_params = prompts.load_params
 
 
 def _params_from_file(path: str, expected: Any, static: bool) -> Any:

@@ -16,6 +16,7 @@ or training live here.
 import pathlib
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,3 +144,42 @@ def prompt_tuning(length: int = 100, init: Initializer = sampled_vocab()) -> Pro
 def no_prompt() -> PromptMethod:
   """The frozen model alone: the zero-shot baseline a recycled prompt must beat."""
   return PromptMethod(lambda rng, frozen: {}, lambda params, batch_size: {}, {})
+
+
+def save_params(params: Any, path: str) -> None:
+  """Writes a tree of arrays to one `.npz`, keys `/`-joined (`down/kernel`); atomic.
+
+  Refuses NaN or Inf: a diverged fit or run is not worth keeping.
+  """
+  flat = flax.traverse_util.flatten_dict(jax.device_get(params))
+  for key in flat:
+    if any(not isinstance(k, str) or not k or '/' in k for k in key):
+      raise ValueError(f'params key {key} must be non-empty strings without "/" to round-trip '
+                       f'through {path}.')
+  flat = {'/'.join(k): np.asarray(v) for k, v in flat.items()}
+  for key, value in flat.items():
+    if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+      raise ValueError(f'params[{key!r}] (shape {value.shape}) contains NaN or Inf; refusing to '
+                       f'write {path}.')
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + '.tmp')
+  with tmp.open('wb') as f:
+    np.savez(f, **flat)
+  tmp.replace(path)  # Never leave a half-written file behind.
+
+
+def load_params(path: str) -> Dict[str, Any]:
+  """Reads a tree written by `save_params` (host numpy arrays); rejects NaN and Inf."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f'Parameter file {path} does not exist.')
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      flat = {k: f[k] for k in f.files}
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path} is not a parameter .npz written by save_params: {e}') from e
+  bad = [k for k, v in flat.items() if np.issubdtype(v.dtype, np.inexact) and not np.isfinite(v).all()]
+  if bad:
+    raise ValueError(f'Parameter file {path} has NaN or Inf values in {bad}.')
+  return flax.traverse_util.unflatten_dict(flat, sep='/')

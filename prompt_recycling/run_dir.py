@@ -8,6 +8,7 @@ Layout (t5x- and prompt-tuning-compatible where they define one):
   MODEL_DIR/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt
                                           the prompt-tuning repo's export name, read by recyclers
   MODEL_DIR/numpy_checkpoints/checkpoint_<step>/prompt.npy
+  MODEL_DIR/numpy_checkpoints/checkpoint_<step>/params.npz  (other prompt methods, e.g. LPT)
   MODEL_DIR/best.json                     best eval metric so far and its step
 """
 import json
@@ -78,17 +79,23 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: Optional[
 
 
 def export_prompt(model_dir: str, step: int, params: Any) -> Optional[pathlib.Path]:
-  """Writes `params['prompt']` as numpy under numpy_checkpoints/checkpoint_<step>/.
+  """Exports the trained parameters as numpy under numpy_checkpoints/checkpoint_<step>/.
 
-  Returns the `.npy` path, or None when the method has no single prompt matrix.
+  A single prompt matrix goes to `prompt.npy` and the prompt-tuning repo's
+  `encoder.prompt.prompt.prompt`; any other tree of a prompt method (a late
+  prompt generator) to `params.npz`. A model's own parameters (pretraining)
+  are exported by their entry point as T5X instead. Returns the file written.
   """
-  if 'prompt' not in params or jax.process_index() != 0:
+  if jax.process_index() != 0 or not params or 'token_embedder' in params:
     return None
-  prompt = np.asarray(jax.device_get(params['prompt']))
   directory = pathlib.Path(model_dir) / 'numpy_checkpoints' / f'checkpoint_{step}'
-  prompts.save_prompt(prompt, directory / PROMPT_EXPORT_NAME)
-  prompts.save_prompt(prompt, directory / 'prompt.npy')
-  return directory / 'prompt.npy'
+  if set(params) == {'prompt'}:
+    prompt = np.asarray(jax.device_get(params['prompt']))
+    prompts.save_prompt(prompt, directory / PROMPT_EXPORT_NAME)
+    prompts.save_prompt(prompt, directory / 'prompt.npy')
+    return directory / 'prompt.npy'
+  prompts.save_params(params, directory / 'params.npz')
+  return directory / 'params.npz'
 
 
 def record_best(model_dir: str, step: int, metrics: Dict[str, float], metric: str,

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from prompt_recycling import prompts
+
 # Embedding-table rows (the vocabulary) are split over every device of the
 # mesh: the tables are the only large arrays here, and nothing else is sharded.
 VOCAB_MESH_AXES = ('data', 'model')
@@ -177,68 +179,18 @@ def check_prompt(prompt, source_embed: int) -> jax.Array:
 # Save / load.
 
 
-def _flatten(tree: Params, prefix: str = '') -> Dict[str, np.ndarray]:
-  flat = {}
-  for key, value in tree.items():
-    if not isinstance(key, str) or '/' in key or not key:
-      raise ValueError(f'params key {prefix + str(key)!r} must be a non-empty string without "/".')
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}/'))
-    else:
-      flat[prefix + key] = np.asarray(value)
-  return flat
-
-
 def save(params: Params, path: str) -> None:
-  """Writes fitted recycler params to one `.npz` file, keys joined by '/'.
-
-  The file is written to a temporary name and renamed into place, so `path`
-  holds either the complete params or (if anything fails) what it held before.
-
-  Args:
-    params: a (nested) dict of arrays, as returned by `Recycler.fit`.
-    path: the destination, conventionally ending in `.npz`.
-
-  Raises:
-    ValueError: a key is not a string or contains '/', or an array holds NaN or
-      Inf (a diverged fit is not worth keeping).
-  """
-  flat = _flatten(params)
-  for key, value in flat.items():
-    if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
-      raise ValueError(f'params[{key!r}] (shape {value.shape}) contains NaN or Inf; refusing to '
-                       f'write {path}.')
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix='.recycler-', suffix='.npz.tmp', dir=directory)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **flat)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  """Writes fitted recycler params to one `.npz` (keys joined by '/'), atomically; refuses NaN/Inf."""
+  prompts.save_params(params, path)
 
 
 def load(path: str) -> Params:
-  """Reads params written by `save` back into a nested dict of numpy arrays.
-
-  Raises:
-    ValueError: `path` is not a params file written by `save`.
-  """
+  """Reads params written by `save` back into a nested dict of numpy arrays."""
   try:
-    with np.load(path, allow_pickle=False) as data:
-      flat = {key: data[key] for key in data.files}
-  except (OSError, ValueError) as e:
+    return prompts.load_params(path)
+  except ValueError as e:
     raise ValueError(f'{path} is not a recycler params file (.npz written by recycling.save): '
                      f'{e}') from e
-  params: Params = {}
-  for key, value in flat.items():
-    *parents, leaf = key.split('/')
-    node = params
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return params
 
 
 # ----------------------------------------------------------------------------
