@@ -2,22 +2,28 @@ r"""Pretrains a small T5 1.1 from scratch the way the lm100k checkpoints were ma
 
     python -m prompt_recycling.pretrain \
       --gin_file=gin_configs/models/t5_1_1/mini.gin --gin_file=gin_configs/runs/pretrain.gin \
-      --gin.MODEL_DIR="'/tmp/mini_seed1'" --gin.pretrain.seed=1 \
+      --gin.MODEL_DIR="'/tmp/mini_seed1'" --gin.SEED=1 \
       --gin.CORPUS="['../shared/data/pretrain_corpus/enwiki_wikiextractor_sample.jsonl.gz']" \
       --gin.VOCABULARY_PATH="'prompt_recycling/assets/t5/sentencepiece.model'"
 
-Phase 1 trains every parameter with span corruption, phase 2 continues with
-LM adaptation (prefix LM), through the same trainer, sharding and orbax
-checkpoints as prompt tuning; rerunning resumes. The final parameters are
-exported as a T5X checkpoint, `MODEL_DIR/t5x/checkpoint_<step>`, which
+Every parameter of a randomly initialised T5 trains, first with span
+corruption (steps 1 .. TRAIN_STEPS - LM_ADAPTATION_STEPS), then with LM
+adaptation (prefix LM) for the last LM_ADAPTATION_STEPS, as the lm100k models
+had 1M + 100k steps. It goes through the same trainer, sharding and orbax
+checkpoints as prompt tuning: the model's parameters are the "prompt method"'s
+parameters (`whole_model`). Rerunning the command resumes; the phase follows
+from the step. At the end the parameters are exported as a T5X checkpoint,
+`MODEL_DIR/t5x/checkpoint_<TRAIN_STEPS>` (bfloat16 arrays by default), which
 `prompt_recycling.train` (INITIAL_CHECKPOINT_PATH) and the recyclers read.
 """
-from typing import Optional, Sequence
+import logging
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from prompt_recycling import checkpoints
@@ -30,96 +36,169 @@ from prompt_recycling import trainer
 from prompt_recycling import vocabulary
 from prompt_recycling.models import t5
 
+# (objective, number of steps, [num_chunks, chunk_length] tokens, feature lengths).
+Phase = Tuple[str, int, np.ndarray, Dict[str, int]]
+
 
 def whole_model(model: t5.T5) -> prompts.PromptMethod:
-  """The model itself as what trains: params are its parameters, nothing is frozen."""
-  tokens = jnp.ones((1, 1), jnp.int32)
-  init = lambda rng, frozen: nn.unbox(model.init(rng, tokens, tokens))['params']
-  axes = nn.get_partition_spec(jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens)))
-  return prompts.PromptMethod(init, lambda params, batch_size: {}, axes['params'],
-                              model_params=lambda params, frozen: params)
+  """The model itself as what trains: `params` are its parameters, nothing is frozen.
 
-
-def adamw_cosine(learning_rate: float, total_steps: int, warmup_steps: int,
-                 weight_decay: float = 0.01) -> optax.GradientTransformation:
-  """AdamW, linear warm-up then cosine decay to 10%, updates clipped at norm 1.
-
-  T5 pretrained with Adafactor and an inverse-square-root schedule over 1M
-  steps; for a few thousand steps on small models AdamW with a short warm-up
-  converges faster and more reliably, which is what matters here.
+  `init` ignores `frozen` (an empty tree) and returns T5's own initialisation,
+  unboxed; the logical axes are the model's own, so the trainer shards the
+  parameters and their optimizer moments exactly as it shards a frozen model.
   """
-  schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
-                                                max(total_steps, warmup_steps + 1),
-                                                end_value=learning_rate * 0.1)
-  return optax.chain(optax.clip_by_global_norm(1.0),
+  tokens = jnp.ones((1, 1), jnp.int32)
+
+  def init(rng, frozen):
+    del frozen
+    return nn.unbox(model.init(rng, tokens, tokens))['params']
+
+  abstract = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens)
+  axes = nn.get_partition_spec(abstract)['params']
+  return prompts.PromptMethod(init=init, encoder_args=lambda params, batch_size: {},
+                              logical_axes=axes, model_params=lambda params, frozen: params)
+
+
+def adamw_warmup_cosine(learning_rate: float, total_steps: int, warmup_steps: int,
+                        weight_decay: float = 0.01, clip_norm: float = 1.0
+                        ) -> optax.GradientTransformation:
+  """AdamW (b2 = 0.98) with linear warm-up then cosine decay to 10%, gradients clipped.
+
+  lr(t) = learning_rate * t / warmup_steps                       for t < warmup_steps
+        = learning_rate * (0.1 + 0.9 * (1 + cos(pi * u)) / 2)    u = (t - warmup) / (total - warmup)
+
+  T5 itself used Adafactor at 1e-2 with inverse-square-root decay over 1M
+  steps. For a few thousand steps of a small model, Adam's per-parameter
+  second moments with a short warm-up reach a lower loss sooner, and the
+  cosine ends the run at a small learning rate, so the exported parameters
+  are not mid-oscillation. b2 = 0.98 (not 0.999) follows the usual
+  transformer recipe for short runs: the second moment tracks the fast
+  early changes of the gradient scale. Memory (two moments per parameter) is
+  no concern at this size.
+  """
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, learning_rate, warmup_steps, max(total_steps, warmup_steps + 1),
+      end_value=0.1 * learning_rate)
+  return optax.chain(optax.clip_by_global_norm(clip_norm),
                      optax.adamw(schedule, b2=0.98, weight_decay=weight_decay))
 
 
-def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str],
-             vocabulary_path: str, span_corruption_steps: int, lm_adaptation_steps: int,
-             batch_size: int = 32, inputs_length: int = 128, learning_rate: float = 2e-3,
-             warmup_steps: int = 200, seed: int = 0, max_corpus_tokens: Optional[int] = None,
-             cache_dir: Optional[str] = None, save_every: int = 500,
-             export_dtype: Optional[str] = 'bfloat16', num_partitions: int = 1,
-             progress: bool = True) -> str:
-  """Trains from scratch; returns the exported T5X checkpoint's path.
+def phase_batches(phases: Sequence[Phase], batch_size: int, seed: int,
+                  start_step: int) -> Iterator[Dict[str, np.ndarray]]:
+  """This host's batches from `start_step` on, through the phases in order.
+
+  Step s (1-based) belongs to the first phase whose cumulative length reaches
+  s; within a phase the example stream starts at (steps already done in it) *
+  batch_size, so a resumed run continues exactly as an uninterrupted one.
 
   Args:
-    model_dir: run directory (orbax checkpoints, resumable).
-    model_config: the T5 to train.
-    corpus: training text files (`objectives.read_documents`).
-    vocabulary_path: the T5 SentencePiece model.
-    span_corruption_steps, lm_adaptation_steps: the two phases' lengths.
-    batch_size: examples per step.
-    inputs_length: encoder length; raw chunks are sized so span-corrupted
-      inputs fit it exactly, as T5 does.
-    learning_rate, warmup_steps: `adamw_cosine`.
-    seed: parameter initialisation and data order; different seeds give the
-      different models recycling needs.
-    max_corpus_tokens: read at most this many tokens of the corpus.
-    cache_dir: where the tokenized chunks are cached (default MODEL_DIR/..).
-    save_every: checkpoint period.
-    export_dtype: dtype of the exported T5X arrays ('bfloat16' halves them).
-    num_partitions: model-parallel mesh axis.
-    progress: show a progress bar.
+    phases: (objective, steps, chunks, feature lengths) in training order.
+    batch_size: global examples per step.
+    seed: data seed.
+    start_step: steps already done.
   """
-  vocab = vocabulary.get_vocabulary(vocabulary_path)
-  chunk_length, targets_length = objectives.chunk_length_for(inputs_length)
-  chunks = objectives.cached_chunks(corpus, vocab, chunk_length,
-                                    cache_dir or str(model_dir) + '_corpus_cache', max_corpus_tokens)
-  phases = [('span_corruption', span_corruption_steps,
-             {'inputs': inputs_length, 'targets': targets_length}),
-            ('prefix_lm', lm_adaptation_steps,
-             {'inputs': chunk_length + 1, 'targets': chunk_length + 1})]
+  for objective, steps, chunk_rows, lengths in phases:
+    done = min(start_step, steps)
+    start_step -= done
+    if done == steps:
+      continue
+    stream = objectives.examples(chunk_rows, objective, seed, start=done * batch_size)
+    batches = data.batches(stream, batch_size, lengths)
+    for _ in range(steps - done):
+      yield data.host_rows(next(batches))
 
-  def make_batches(start_step):
-    for objective, steps, lengths in phases:
-      skip = min(start_step, steps)
-      start_step -= skip
-      if skip == steps:
-        continue
-      stream = objectives.examples(chunks, objective, seed, start=skip * batch_size)
-      batches = data.batches(stream, batch_size, lengths)
-      for _ in range(steps - skip):
-        yield data.host_rows(next(batches))
+
+def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str],
+             vocabulary_path: str, train_steps: int, lm_adaptation_steps: int,
+             batch_size: int = 32, inputs_length: int = 128, lm_length: int = 64,
+             learning_rate: float = 2e-3, warmup_steps: int = 200, weight_decay: float = 0.01,
+             seed: int = 0, min_chars: int = 200, max_corpus_documents: Optional[int] = None,
+             max_corpus_tokens: Optional[int] = None, cache_dir: Optional[str] = None,
+             save_every: int = 500, keep: int = 2, log_every: int = 50,
+             export_dtype: Optional[str] = 'bfloat16', num_partitions: int = 1,
+             progress: bool = True) -> str:
+  """Trains a T5 from scratch (span corruption, then LM adaptation); returns the T5X export.
+
+  Args:
+    model_dir: run directory (orbax checkpoints, resumable; `run_dir.py`).
+    model_config: the T5 to train.
+    corpus: training text files (`objectives.read_documents`; evaluation
+      splits are refused).
+    vocabulary_path: the T5 SentencePiece model.
+    train_steps: total steps, both phases (t5x's TRAIN_STEPS).
+    lm_adaptation_steps: the last steps, LM adaptation; the ones before are
+      span corruption.
+    batch_size: global examples per step.
+    inputs_length: span-corruption encoder length; raw chunks are sized so
+      corrupted inputs fill it exactly, as T5 does (128 -> 141-token chunks,
+      29 targets).
+    lm_length: LM adaptation's input and target length; a chunk of
+      lm_length - 1 tokens is split at a uniform point. Short, because the
+      [targets, vocab] logits dominate a step of these small models.
+    learning_rate, warmup_steps, weight_decay: `adamw_warmup_cosine`.
+    seed: parameter initialisation, dropout and data order; models that differ
+      only by it are the "different random seeds" pairs recycling needs.
+    min_chars: shortest corpus document kept.
+    max_corpus_documents, max_corpus_tokens: read at most this much corpus
+      (tests; the whole Wikipedia sample is 13.75M tokens, 3 s to tokenize).
+    cache_dir: where the token stream is cached (default MODEL_DIR/corpus).
+    save_every, keep, log_every: checkpoint period, checkpoints kept, metric
+      period.
+    export_dtype: dtype of the exported T5X arrays ('bfloat16' halves them;
+      None keeps float32).
+    num_partitions: size of the mesh's `model` axis.
+    progress: show a progress bar.
+
+  Returns:
+    The exported checkpoint's path, MODEL_DIR/t5x/checkpoint_<train_steps>.
+
+  Raises:
+    ValueError: lm_adaptation_steps outside [0, train_steps].
+  """
+  if not 0 <= lm_adaptation_steps <= train_steps:
+    raise ValueError(f'LM_ADAPTATION_STEPS={lm_adaptation_steps} must be in [0, '
+                     f'TRAIN_STEPS={train_steps}]: they are the last steps of the run.')
+  vocab = vocabulary.get_vocabulary(vocabulary_path)
+  stream = objectives.cached_token_stream(
+      corpus, vocab, cache_dir or f'{model_dir}/corpus', min_chars=min_chars,
+      max_documents=max_corpus_documents, max_tokens=max_corpus_tokens)
+  chunk_length, targets_length = objectives.chunk_length_for(inputs_length)
+  phases = [
+      ('span_corruption', train_steps - lm_adaptation_steps,
+       objectives.chunks(stream, chunk_length),
+       {'inputs': inputs_length, 'targets': targets_length}),
+      ('prefix_lm', lm_adaptation_steps,
+       objectives.chunks(stream, lm_length - 1), {'inputs': lm_length, 'targets': lm_length}),
+  ]
+  logging.info('Corpus: %d tokens; %d chunks of %d for span corruption, %d of %d for LM '
+               'adaptation.', len(stream), len(phases[0][2]), chunk_length, len(phases[1][2]),
+               lm_length - 1)
 
   model = t5.T5(model_config)
-  total = span_corruption_steps + lm_adaptation_steps
-  run_info = {'model_config': model_config.__dict__, 'corpus': list(map(str, corpus)),
-              'phases': [p[:2] for p in phases], 'seed': seed}
+  run_info = {'model_config': model_config.__dict__, 'corpus': [str(p) for p in corpus],
+              'corpus_tokens': len(stream), 'seed': seed, 'batch_size': batch_size,
+              'phases': [(name, steps, lengths) for name, steps, _, lengths in phases]}
   state = trainer.train(
       model=model, frozen={}, method=whole_model(model),
-      tx=adamw_cosine(learning_rate, total, warmup_steps), mesh=partitioning.make_mesh(num_partitions),
-      make_batches=make_batches, total_steps=total, model_dir=str(model_dir), run_info=run_info,
-      batch_size=batch_size, seed=seed, save_every=save_every, keep=2, log_every=50,
+      tx=adamw_warmup_cosine(learning_rate, train_steps, warmup_steps, weight_decay),
+      mesh=partitioning.make_mesh(num_partitions),
+      make_batches=lambda start: phase_batches(phases, batch_size, seed, start),
+      total_steps=train_steps, model_dir=str(model_dir), run_info=run_info,
+      batch_size=batch_size, seed=seed, save_every=save_every, keep=keep, log_every=log_every,
       enable_dropout=model_config.dropout_rate > 0, progress=progress)
   params = jax.device_get(state.params)
-  return checkpoints.save_t5x(params, f'{model_dir}/t5x', int(state.step), dtype=export_dtype)
+  export = f'{model_dir}/t5x/checkpoint_{int(state.step)}'
+  if jax.process_index() == 0:
+    export = checkpoints.save_t5x(params, f'{model_dir}/t5x', int(state.step), dtype=export_dtype)
+  return export
 
 
 def main(argv):
   del argv
-  print(pretrain())  # pylint: disable=missing-kwoa  (gin supplies the arguments)
+  export = pretrain()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
+  # After the call, so the operative config lists every pretrain argument used.
+  gin_setup.write_operative_config(gin.query_parameter('%MODEL_DIR'))
+  print(export)
 
 
 if __name__ == '__main__':
