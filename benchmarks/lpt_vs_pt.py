@@ -1,6 +1,6 @@
 r"""Late prompt tuning vs prompt tuning: train-step time and memory on the same model and shapes.
 
-    python benchmarks/lpt_vs_pt.py --size=tiny --batch=8 --inputs=128 --prompt=20   # 2-core CPU
+    python benchmarks/lpt_vs_pt.py --size=cpu_tiny --batch=8 --inputs=128 --prompt=20   # 2-core CPU
     python benchmarks/lpt_vs_pt.py --size=base --batch=32 --inputs=512 --prompt=100 \
         --dtype=bfloat16                                                           # one GPU
 
@@ -38,19 +38,9 @@ from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
 from prompt_recycling.models import t5
+from train_throughput import SIZES, config_for, random_batch  # pylint: disable=g-import-not-at-top,g-multiple-import
 
-SIZES = {  # emb, heads, layers (encoder = decoder), head_dim, mlp
-    'tiny': (256, 4, 4, 64, 512),
-    'small': (512, 6, 8, 64, 1024),
-    'base': (768, 12, 12, 64, 2048),
-}
 METHODS = ('prompt_tuning', 'lpt', 'lpt_static')
-
-
-def config_for(size: str, dtype: str) -> t5.T5Config:
-  emb, heads, layers, head_dim, mlp = SIZES[size]
-  return t5.T5Config(emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
-                     num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dtype=dtype)
 
 
 def method_for(name: str, args, cfg: t5.T5Config) -> prompts.PromptMethod:
@@ -60,18 +50,9 @@ def method_for(name: str, args, cfg: t5.T5Config) -> prompts.PromptMethod:
                                 bottleneck=args.bottleneck, static=name == 'lpt_static')
 
 
-def random_batch(batch: int, inputs: int, targets: int, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  enc = rng.integers(2, 32000, (batch, inputs), dtype=np.int32)
-  tgt = rng.integers(2, 32000, (batch, targets), dtype=np.int32)
-  dec = np.concatenate([np.zeros((batch, 1), np.int32), tgt[:, :-1]], axis=1)
-  return {'encoder_input_tokens': enc, 'decoder_input_tokens': dec,
-          'decoder_target_tokens': tgt, 'decoder_loss_weights': np.ones_like(tgt)}
-
-
 def measure(name: str, args) -> dict:
   """Compiles and times one method's train step; returns its JSON record."""
-  cfg = config_for(args.size, args.dtype)
+  cfg = config_for(args.size, args.dtype, 'none')
   model = t5.T5(cfg)
   mesh = partitioning.make_mesh(1)
   method = method_for(name, args, cfg)
@@ -128,7 +109,7 @@ def measure(name: str, args) -> dict:
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--size', default='tiny', choices=sorted(SIZES))
+  p.add_argument('--size', default='cpu_tiny', choices=sorted(SIZES))
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--inputs', type=int, default=128)
   p.add_argument('--targets', type=int, default=8)
