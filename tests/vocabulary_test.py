@@ -10,12 +10,21 @@ from prompt_recycling import vocabulary
 
 TEXTS = ['Hello world!', 'sst2 sentence: it is a charming, often affecting journey. ',
          'Ünïcödé   spaces\ttab 1234', '', '  leading spaces',
-         'Dante was born in <extra_id_0> .', '<extra_id_0> x <extra_id_12>ly jel<extra_id_3> y']
+         'Dante was born in <extra_id_0> .', '<extra_id_0> x <extra_id_12>ly jel<extra_id_3> y',
+         'Numbers 3.14 and naïve café — 東京.',
+         # A sentinel glued to a word is not one (as in SeqIO); special pieces typed as text are text.
+         'x<extra_id_0>y', 'a <pad> b </s> c <unk>']
 
 
 @pytest.fixture(scope='module')
 def vocab():
   return vocabulary.SentencePieceVocabulary(str(shared_path('t5', 'sentencepiece.model')))
+
+
+def test_get_vocabulary_is_the_light_class_by_default(sentencepiece_model):
+  vocab = vocabulary.get_vocabulary(str(sentencepiece_model))
+  assert type(vocab) is vocabulary.SentencePieceVocabulary
+  assert vocab.path == str(sentencepiece_model)
 
 
 def test_layout_is_t5s(vocab):
@@ -37,8 +46,13 @@ def test_encode_decode(vocab):
   # Sentinels are whole pieces at word starts, both ways.
   ids = vocab.encode('Dante was born in <extra_id_0> .')
   assert 32099 in ids and vocab.decode(ids) == 'Dante was born in <extra_id_0> .'
+  ids = vocab.encode('Fill <extra_id_0> the blank <extra_id_1>.')
+  assert 32099 in ids and 32098 in ids
+  assert vocab.decode(ids) == 'Fill <extra_id_0> the blank <extra_id_1>.'
+  assert vocab.decode([32000]) == '<extra_id_99>'
   # Decoding stops at EOS, drops padding, and shows padding rows of the table as UNK.
   assert vocab.decode(np.asarray([0, 8774, 32127, 296, 1, 55])) == 'Hello ⁇  world'
+  assert vocab.decode([1, 8774, 296]) == ''
 
 
 def test_agrees_with_seqio(vocab, sentencepiece_model):
