@@ -368,12 +368,9 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
     bar = tqdm.tqdm(total=total_steps, initial=start, disable=not progress or jax.process_index() > 0,
                     desc='train', unit='step')
     tick, tick_step = time.perf_counter(), start
-    for step in range(start + 1, total_steps + 1):
-      try:
-        batch = next(batches)
-      except StopIteration:
-        raise ValueError(f'The data ran out at step {step} of {total_steps}.') from None
-      state, metrics = steps.train(state, frozen, partitioning.shard_batch(batch, mesh), dropout_rng)
+
+    def check(step, metrics):
+      """Raises on a non-finite loss or update; reading it waits for the step."""
       loss = float(metrics['loss'])
       if not np.isfinite(loss) or not metrics['params_finite']:
         what = f'Loss is {loss}' if not np.isfinite(loss) else 'The update made parameters NaN/Inf'
@@ -381,8 +378,29 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
             f'{what} at step {step}; stopped without saving this state. The last good '
             f'checkpoint is step {last_saved} in {model_dir}/checkpoints. Lower the '
             f'learning rate or check the data, then rerun the same command to resume from it.')
+      return loss
+
+    # Step s's metrics are read after step s + 1 is dispatched, so the host
+    # prepares the next batch while the device computes; a state is only saved,
+    # logged or evaluated after its own metrics were checked.
+    pending = None
+    for step in range(start + 1, total_steps + 1):
+      try:
+        batch = next(batches)
+      except StopIteration:
+        raise ValueError(f'The data ran out at step {step} of {total_steps}.') from None
+      state, metrics = steps.train(state, frozen, partitioning.shard_batch(batch, mesh), dropout_rng)
+      if pending:
+        check(*pending)
+      pending = (step, metrics)
       bar.update(1)
-      if step % log_every == 0 or step == total_steps:
+      due_log = step % log_every == 0 or step == total_steps
+      due_save = step % save_every == 0 or step == total_steps
+      due_eval = eval_fn is not None and eval_every and step % eval_every == 0 and step != total_steps
+      if not (due_log or due_save or due_eval):
+        continue
+      loss, pending = check(step, metrics), None
+      if due_log:
         now = time.perf_counter()
         rate = (step - tick_step) * batch_size / max(now - tick, 1e-9)
         tick, tick_step = now, step
@@ -390,9 +408,9 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
         scalars['examples_per_second'] = rate
         writer.write_scalars(step, scalars)
         bar.set_postfix(loss=f'{loss:.4f}', ex_s=f'{rate:.1f}')
-      if step % save_every == 0 or step == total_steps:
+      if due_save:
         save(step, state)
-      if eval_fn is not None and eval_every and step % eval_every == 0 and step != total_steps:
+      if due_eval:
         evaluate(step, state)
     bar.close()
     if eval_fn is not None:

@@ -115,15 +115,18 @@ def test_numpy_export_evaluates_like_the_in_memory_prompt(tiny_frozen, sst2_exam
   assert 0 <= in_memory['accuracy'] <= 100
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_frozen, sst2_examples, tmp_path):
+@pytest.mark.parametrize('save_every', [1, 2])  # 2: found by the lagged check, not at a save.
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_frozen, sst2_examples, tmp_path,
+                                                       save_every):
   config, frozen = tiny_frozen
   _train(config, frozen, sst2_examples, tmp_path, steps=4, save_every=4)
   good = np.load(tmp_path / 'numpy_checkpoints' / 'checkpoint_4' / 'prompt.npy')
   with pytest.raises(trainer.NonFiniteLossError, match=r'step 5.*last good checkpoint is step 4'):
-    _train(config, frozen, sst2_examples, tmp_path, steps=8, save_every=1, lr=float('nan'))
+    _train(config, frozen, sst2_examples, tmp_path, steps=8, save_every=save_every,
+           lr=float('nan'))
   manager = run_dir.checkpoint_manager(str(tmp_path))
   assert manager.latest_step() == 4
-  assert not (tmp_path / 'numpy_checkpoints' / 'checkpoint_5').exists()
+  assert sorted(p.name for p in (tmp_path / 'numpy_checkpoints').iterdir()) == ['checkpoint_4']
   np.testing.assert_array_equal(good, np.load(tmp_path / 'numpy_checkpoints' / 'checkpoint_4' / 'prompt.npy'))
 
 
