@@ -27,8 +27,11 @@ def main():
   p.add_argument('--targets', type=int, default=8)
   p.add_argument('--prompt', type=int, default=20)
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  p.add_argument('--steps', type=int, default=10)
+  p.add_argument('--steps', type=int, default=10, help='Steps per timed round.')
+  p.add_argument('--rounds', type=int, default=5, help='Timed rounds; the median is reported.')
   p.add_argument('--compile', action='store_true')
+  p.add_argument('--accum_steps', type=int, default=1,
+                 help='Microbatches per step (gradient accumulation; the same update).')
   args = p.parse_args()
 
   emb, heads, layers, head_dim, mlp = SIZES[args.size]
@@ -51,8 +54,11 @@ def main():
   mask = torch.ones_like(ids)
 
   def step():
-    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    loss.backward()
+    loss = 0.0
+    for chunk in zip(*(torch.chunk(t, args.accum_steps) for t in (ids, mask, labels))):
+      part = model(input_ids=chunk[0], attention_mask=chunk[1], labels=chunk[2]).loss
+      (part / args.accum_steps).backward()
+      loss += part.detach() / args.accum_steps
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss
@@ -64,17 +70,20 @@ def main():
   if device == 'cuda':
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    loss = step()
-  if device == 'cuda':
-    torch.cuda.synchronize()
-  seconds = (time.perf_counter() - start) / args.steps
+  rounds = []  # As train_throughput.py: the median round is reported.
+  for _ in range(args.rounds):
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      loss = step()
+    if device == 'cuda':
+      torch.cuda.synchronize()
+    rounds.append((time.perf_counter() - start) / args.steps)
+  seconds = float(sorted(rounds)[len(rounds) // 2])
   print(json.dumps({
       'benchmark': 'train_throughput', 'method': 'peft_prompt_tuning' + ('_compiled' if args.compile else ''),
       'size': args.size, 'backend': device, 'torch_threads': torch.get_num_threads(),
       'batch': args.batch, 'inputs': args.inputs, 'prompt': args.prompt, 'targets': args.targets,
-      'dtype': args.dtype, 'step_s': seconds, 'examples_s': args.batch / seconds,
+      'dtype': args.dtype, 'accum_steps': args.accum_steps, 'step_s': seconds, 'step_s_rounds': rounds, 'examples_s': args.batch / seconds,
       'tokens_s': args.batch * (args.inputs + args.prompt + args.targets) / seconds,
       'peak_mem_gb': torch.cuda.max_memory_allocated() / 1e9 if device == 'cuda' else None,
       'loss': float(loss)}))

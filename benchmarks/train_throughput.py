@@ -65,7 +65,10 @@ def main():
   p.add_argument('--prompt', type=int, default=20)
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   p.add_argument('--remat', default='none', choices=['none', 'minimal', 'full'])
-  p.add_argument('--steps', type=int, default=10)
+  p.add_argument('--steps', type=int, default=10, help='Steps per timed round.')
+  p.add_argument('--rounds', type=int, default=5, help='Timed rounds; the median is reported.')
+  p.add_argument('--accum_steps', type=int, default=1,
+                 help='Microbatches per step (gradient accumulation; the same update).')
   p.add_argument('--num_partitions', type=int, default=1)
   p.add_argument('--peak_tflops', type=float, default=None,
                  help='Peak per device used for MFU (default: by device kind).')
@@ -75,7 +78,8 @@ def main():
   model = t5.T5(cfg)
   mesh = partitioning.make_mesh(args.num_partitions)
   method = prompts.prompt_tuning(args.prompt, prompts.sampled_vocab())
-  steps = trainer.Steps(model, method, trainer.adafactor(), mesh, enable_dropout=False)
+  steps = trainer.Steps(model, method, trainer.adafactor(), mesh, accum_steps=args.accum_steps,
+                        enable_dropout=False)
   with partitioning.axis_rules(mesh):
     frozen = trainer.random_frozen(model, jax.random.key(0), steps.frozen_shardings)
   state = steps.init(jax.random.key(1), frozen)
@@ -93,11 +97,14 @@ def main():
   for _ in range(2):  # Warm up (the first call also transfers).
     state, metrics = steps.train(state, frozen, batch, rng)
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    state, metrics = steps.train(state, frozen, batch, rng)
-  jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / args.steps
+  rounds = []  # Seconds per step of each round; the median is reported (robust to noisy hosts).
+  for _ in range(args.rounds):
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      state, metrics = steps.train(state, frozen, batch, rng)
+    jax.block_until_ready(metrics)
+    rounds.append((time.perf_counter() - start) / args.steps)
+  seconds = float(np.median(rounds))
 
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
@@ -108,7 +115,8 @@ def main():
       'backend': jax.default_backend(), 'device': getattr(device, 'device_kind', str(device)),
       'devices': len(jax.devices()), 'batch': args.batch, 'inputs': args.inputs,
       'prompt': args.prompt, 'targets': args.targets, 'dtype': args.dtype, 'remat': args.remat,
-      'step_s': seconds, 'examples_s': args.batch / seconds,
+      'accum_steps': args.accum_steps,
+      'step_s': seconds, 'step_s_rounds': rounds, 'examples_s': args.batch / seconds,
       'tokens_s': args.batch * (args.inputs + args.prompt + args.targets) / seconds,
       'xla_flops_per_step': flops, 'tflops': tflops,
       'peak_tflops_per_device': None if np.isnan(peak) else peak,
