@@ -1,7 +1,7 @@
 r"""The recycling paper's protocol as one command: tune on the source, recycle, evaluate on the targets.
 
-    python -m prompt_recycling.protocol --gin_file=gin_configs/recycling/protocol_mini_sst2.gin \
-      --gin.OUTPUT_DIR="'/tmp/protocol'"
+    python -m prompt_recycling.protocol --gin_file=gin_configs/recycling/protocol_mini.gin \
+      --gin.OUTPUT_DIR="'/tmp/protocol'" --gin.MODEL_C="'...'"
 
 1. Tune prompts on the source model with several seeds and initialisations.
 2. Tune one prompt directly on each target (the upper bound recycling is

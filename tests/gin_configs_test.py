@@ -1,0 +1,51 @@
+"""The recycling gin configs parse against the functions they configure and name real files."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+pytest.importorskip('gin')
+
+_QUERY = """
+import inspect, json, sys
+import gin
+from prompt_recycling import gin_setup
+from prompt_recycling import {module} as lib
+
+def run(**kwargs):  # Records what gin passes, instead of running the experiment.
+  print(json.dumps(kwargs, default=str))
+
+run.__signature__ = inspect.signature(lib.run)  # gin checks bindings against the real signature.
+run = gin.configurable(run)
+gin_setup.parse([sys.argv[1]], sys.argv[2:])
+run()
+"""
+
+
+def _parse(module, gin_file, *bindings):
+  result = subprocess.run(
+      [sys.executable, '-c', _QUERY.format(module=module), str(REPO / gin_file), *bindings],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_protocol_mini_binds_the_shipped_models_and_every_recycler():
+  bound = _parse('protocol', 'gin_configs/recycling/protocol_mini.gin',
+                 "OUTPUT_DIR = '/tmp/x'", "MODEL_C = 'runs/pretrain_C/t5x/checkpoint_1500'",
+                 "TASK = 'imdb_reviews'", 'INPUTS_LENGTH = 256')
+  assert bound['source'] == 'A' and bound['targets'] == ['B', 'C']
+  assert bound['task'] == 'imdb_reviews'  # Macros reach the call.
+  assert bound['task_feature_lengths'] == {'inputs': 256, 'targets': 4}
+  for name in ('A', 'B'):  # The shipped pair; C is made by REPRODUCTION.md's command.
+    assert (REPO / bound['models'][name]['path'] / 'checkpoint').is_file(), bound['models'][name]
+  from prompt_recycling import recycling  # pylint: disable=g-import-not-at-top
+  assert {r['name'] for r in bound['recyclers'].values()} == set(recycling.recycler_names())
+
+
+def test_lm100k_experiment_config_parses():
+  _parse('experiment', 'gin_configs/recycling/lm100k_base_to_large_sst2.gin',
+         "OUTPUT_DIR = '/tmp/x'", "BASE_PROMPTS = ['/tmp/p.npy']")
