@@ -158,4 +158,20 @@ def seqio_examples(task_name: str, split: str, feature_lengths: Mapping[str, int
 
 
 def take(examples: Iterable[Example], n: Optional[int]) -> List[Example]:
+  """The first `n` examples (all when `n` is None)."""
   return list(examples if n is None else itertools.islice(examples, n))
+
+
+def sample(examples: Iterable[Example], n: Optional[int], seed: int = 0) -> List[Example]:
+  """`n` examples drawn uniformly without replacement (seeded), in their original order.
+
+  For evaluating on part of a split: splits are often sorted by label (IMDB's
+  test split starts with 12,500 negative reviews), so the first `n` can be
+  one class only. Reads the whole split; all examples when `n` is None or
+  not smaller than the split.
+  """
+  examples = list(examples)
+  if n is None or n >= len(examples):
+    return examples
+  keep = np.sort(np.random.default_rng(seed).choice(len(examples), n, replace=False))
+  return [examples[i] for i in keep]

@@ -119,12 +119,14 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   """`(steps, params, frozen, step) -> metrics` for a registered SeqIO task.
 
   The examples are read once; each call predicts them all with the current
-  prompt. Label words default to the task's verbalizers (`tasks.label_words`).
+  prompt. `max_examples` evaluates on a fixed random subset of the split
+  (`data.sample`, seed 0), never on its first rows. Label words default to
+  the task's verbalizers (`tasks.label_words`).
   """
   import tasks  # pylint: disable=g-import-not-at-top
   task = data.get_task(task_name)
-  examples = data.take(data.seqio_examples(task_name, split, feature_lengths, shuffle=False),
-                       max_examples)
+  examples = data.sample(data.seqio_examples(task_name, split, feature_lengths, shuffle=False),
+                         max_examples)
   if not examples:
     raise ValueError(f'Task {task_name!r} has no {split!r} examples.')
   vocab = task.output_features['targets'].vocabulary

@@ -83,7 +83,8 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
     prompt_length, train_steps, batch_size, task_feature_lengths, learning_rate:
       prompt tuning (the paper: 100 tokens, lr 0.3, batch 32).
     retune_targets: also tune a prompt on each target (the upper bound).
-    metric, eval_split, eval_mode, max_eval_examples: evaluation.
+    metric, eval_split, eval_mode, max_eval_examples: evaluation (a seeded random
+      subset of the split when max_eval_examples is set; `data.sample`).
     vocabulary: rows the recyclers fit on (`recycling.vocab.select` spec).
     population: sampled-vocabulary initialisation draws from this many ids.
     vocabulary_path, data_dir: where the tasks find their SentencePiece model
