@@ -30,6 +30,7 @@ import numpy as np
 import tqdm
 
 from prompt_recycling import checkpoints
+from prompt_recycling import data
 from prompt_recycling import evaluation
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
@@ -119,7 +120,8 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
         mode: str = 'rank', task_feature_lengths: Mapping[str, int] = None,
         batch_size: int = 32, max_examples: Optional[int] = None, vocabulary: str = 'all',
         retuned_prompt_files: Optional[Mapping[str, Sequence[str]]] = None,
-        num_partitions: int = 1, seed: int = 0, progress: bool = True) -> List[Result]:
+        num_partitions: int = 1, seed: int = 0, vocabulary_path: Optional[str] = None,
+        data_dir: Optional[str] = None, progress: bool = True) -> List[Result]:
   """Runs the grid and writes the results (see the module docstring).
 
   Args:
@@ -136,12 +138,16 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
       (the upper bound), evaluated alongside.
     num_partitions: model-parallel mesh axis size.
     seed: recycler fitting seed.
+    vocabulary_path, data_dir: where the tasks find their SentencePiece model
+      and local data files (`data.configure_tasks`; default: as already
+      configured, e.g. by $PROMPT_RECYCLING_VOCAB, and TFDS).
     progress: show a progress bar over the grid.
 
   Returns:
     One `Result` per evaluated prompt; the target's zero-shot row has recycler
     'baseline', and prompts tuned directly on a target have `TUNED`.
   """
+  data.configure_tasks(vocabulary_path, data_dir)
   lengths = dict(task_feature_lengths or {'inputs': 512, 'targets': 8})
   mesh = partitioning.make_mesh(num_partitions)
   out = pathlib.Path(output_dir)

@@ -1,7 +1,7 @@
 """Gin for the entry points: what is configurable, and t5x's command-line habits.
 
-Imported only by the entry points (`train`, `eval`, `infer`, `recycle`,
-`pretrain`); the library itself never imports gin. Flags as in t5x:
+Imported only by the entry points (`train`, `eval`, `infer`, `pretrain`,
+`experiment`, `protocol`); the library itself never imports gin. Flags as in t5x:
 
   --gin_file=PATH (repeatable)  --gin.NAME=VALUE (repeatable)  --gin_search_paths=DIR,...
 

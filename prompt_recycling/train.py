@@ -9,7 +9,7 @@ r"""Tunes a prompt on a frozen T5, t5x-style.
 
 Rerunning the same command after a preemption resumes from the latest
 checkpoint in MODEL_DIR. Multi-host (Cloud TPU pods): every host runs the same
-command; `jax.distributed` is initialised when JAX sees several processes.
+command with `--multihost`, which calls `jax.distributed.initialize()` first.
 """
 import logging
 from typing import Any, Mapping, Optional

@@ -46,6 +46,9 @@ def test_protocol_mini_binds_the_shipped_models_and_every_recycler():
   assert {r['name'] for r in bound['recyclers'].values()} == set(recycling.recycler_names())
 
 
-def test_lm100k_experiment_config_parses():
-  _parse('experiment', 'gin_configs/recycling/lm100k_base_to_large_sst2.gin',
-         "OUTPUT_DIR = '/tmp/x'", "BASE_PROMPTS = ['/tmp/p.npy']")
+def test_lm100k_experiment_config_binds_the_public_checkpoints():
+  bound = _parse('experiment', 'gin_configs/recycling/lm100k_base_to_large_sst2.gin',
+                 "OUTPUT_DIR = '/tmp/x'", "BASE_PROMPTS = ['/tmp/p.npy']")
+  assert bound['sources'][0]['path'].startswith('gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base')
+  assert bound['targets'][0]['path'].startswith('gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_large')
+  assert (REPO / bound['vocabulary_path']).is_file()  # The tasks need no environment variable.
