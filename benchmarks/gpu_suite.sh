@@ -29,7 +29,12 @@ run() {  # Runs one benchmark; its JSON lines go to $out and stdout.
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$log" 2>&1
 run python benchmarks/train_throughput.py --size=base "${shape[@]}"
 run python benchmarks/train_throughput.py --size=large "${shape[@]}"
+# XL: XLA's memory analysis first (nothing allocated), then the run with and without remat.
+for remat in none minimal full; do
+  run python benchmarks/train_throughput.py --size=xl "${shape[@]}" --remat=$remat --compile_only
+done
 run python benchmarks/train_throughput.py --size=xl "${shape[@]}" --steps=5 --rounds=3
+run python benchmarks/train_throughput.py --size=xl "${shape[@]}" --steps=5 --rounds=3 --remat=full
 if python -c 'import torch, transformers, peft' 2>>"$log"; then
   run python benchmarks/peft_baseline.py --size=base "${shape[@]}"
   run python benchmarks/peft_baseline.py --size=base "${shape[@]}" --compile

@@ -5,6 +5,11 @@ r"""Throughput of jitted prompt-tuning train steps on random-init T5 1.1 weights
     python benchmarks/train_throughput.py --size=cpu_tiny --batch=8 --inputs=128 --prompt=20 \
         --targets=8 --dtype=float32                      # the 2-core CPU shape
 
+With --compile_only it compiles the step on abstract weights (nothing is
+allocated or run) and prints XLA's memory analysis instead: argument_gb
+(frozen model, train state, batch) and temp_gb (activations and scratch),
+to see whether a size fits before renting the accelerator for it.
+
 Prints one JSON line: examples_s, tokens_s (encoder tokens incl. prompt + target
 tokens), tflops (XLA's own FLOP count of the compiled step / time), mfu against
 the stated peak (`--peak_tflops`, default: 989 for H100 bf16 dense, 1979 for
@@ -72,6 +77,9 @@ def main():
   p.add_argument('--num_partitions', type=int, default=1)
   p.add_argument('--peak_tflops', type=float, default=None,
                  help='Peak per device used for MFU (default: by device kind).')
+  p.add_argument('--compile_only', action='store_true',
+                 help="Compile the step on abstract weights and print XLA's memory analysis "
+                      '(will it fit?) without allocating or running anything.')
   args = p.parse_args()
 
   cfg = config_for(args.size, args.dtype, args.remat)
@@ -80,11 +88,21 @@ def main():
   method = prompts.prompt_tuning(args.prompt, prompts.sampled_vocab())
   steps = trainer.Steps(model, method, trainer.adafactor(), mesh, accum_steps=args.accum_steps,
                         enable_dropout=False)
-  with partitioning.axis_rules(mesh):
-    frozen = trainer.random_frozen(model, jax.random.key(0), steps.frozen_shardings)
-  state = steps.init(jax.random.key(1), frozen)
-  batch = partitioning.shard_batch(random_batch(args.batch, args.inputs, args.targets), mesh)
   rng = jax.random.key(2)
+  with partitioning.axis_rules(mesh):
+    if args.compile_only:  # Shapes and shardings only: nothing is allocated.
+      frozen = jax.eval_shape(
+          lambda key: trainer.random_frozen(model, key, steps.frozen_shardings), jax.random.key(0))
+      state = jax.eval_shape(steps._init, jax.random.key(1), frozen)  # pylint: disable=protected-access
+      state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                           state, steps.state_shardings)
+      batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                           random_batch(args.batch, args.inputs, args.targets))
+    else:
+      frozen = trainer.random_frozen(model, jax.random.key(0), steps.frozen_shardings)
+  if not args.compile_only:
+    state = steps.init(jax.random.key(1), frozen)
+    batch = partitioning.shard_batch(random_batch(args.batch, args.inputs, args.targets), mesh)
 
   with partitioning.axis_rules(mesh):
     compiled = steps._train.lower(state, frozen, batch, rng).compile()  # pylint: disable=protected-access
@@ -93,6 +111,17 @@ def main():
   flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
   mem = compiled.memory_analysis()
   temp_gb = getattr(mem, 'temp_size_in_bytes', 0) / 1e9 if mem else None
+  if args.compile_only:
+    gb = lambda name: getattr(mem, name, 0) / 1e9 if mem else None
+    print(json.dumps({
+        'benchmark': 'train_memory', 'method': 'prompt_tuning', 'size': args.size,
+        'backend': jax.default_backend(), 'devices': len(jax.devices()), 'batch': args.batch,
+        'inputs': args.inputs, 'prompt': args.prompt, 'targets': args.targets,
+        'dtype': args.dtype, 'remat': args.remat, 'accum_steps': args.accum_steps,
+        'xla_flops_per_step': flops, 'argument_gb': gb('argument_size_in_bytes'),
+        'output_gb': gb('output_size_in_bytes'), 'alias_gb': gb('alias_size_in_bytes'),
+        'temp_gb': temp_gb}))
+    return
 
   for _ in range(2):  # Warm up (the first call also transfers).
     state, metrics = steps.train(state, frozen, batch, rng)
