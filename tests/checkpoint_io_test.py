@@ -13,6 +13,7 @@ import shutil
 import stat
 
 import flax.serialization
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -30,14 +31,9 @@ TINY_CONFIG = t5.T5Config(
 EMBEDDING = 'token_embedder/embedding'
 
 
-def _flat(tree, prefix=''):
+def _flat(tree):
   """{'a': {'b': x}} -> {'a/b': x}."""
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flat(v, f'{prefix}{k}/'))
-    return out
-  return {prefix[:-1]: tree}
+  return flax.traverse_util.flatten_dict(tree, sep='/')
 
 
 def _assert_trees_identical(actual, expected):

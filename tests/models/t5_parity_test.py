@@ -17,6 +17,7 @@ import dataclasses
 import functools
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,14 +102,9 @@ def _hf_logits(model, enc, dec):
   return out.logits.numpy()
 
 
-def _flat(tree, prefix=''):
+def _flat(tree):
   """{'a': {'b': x}} -> {'a/b': x}."""
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flat(v, f'{prefix}{k}/'))
-    return out
-  return {prefix[:-1]: tree}
+  return flax.traverse_util.flatten_dict(tree, sep='/')
 
 
 # --- Parity with Hugging Face -------------------------------------------------
