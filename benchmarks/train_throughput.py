@@ -3,7 +3,7 @@ r"""Throughput of jitted prompt-tuning train steps on random-init T5 1.1 weights
     python benchmarks/train_throughput.py --size=base --batch=32 --inputs=512 --prompt=100 \
         --targets=8 --dtype=bfloat16                     # the issue's GPU/TPU shape
     python benchmarks/train_throughput.py --size=cpu_tiny --batch=8 --inputs=128 --prompt=20 \
-        --targets=8 --dtype=float32                      # the 2-core CPU shape
+        --targets=8 --dtype=float32 --cpu_devices=2 --accum_steps=2   # the 2-core CPU shape
 
 With --compile_only it compiles the step on abstract weights (nothing is
 allocated or run) and prints XLA's memory analysis instead: argument_gb
@@ -75,12 +75,17 @@ def main():
   p.add_argument('--accum_steps', type=int, default=1,
                  help='Microbatches per step (gradient accumulation; the same update).')
   p.add_argument('--num_partitions', type=int, default=1)
+  p.add_argument('--cpu_devices', type=int, default=None,
+                 help='Split the CPU into this many XLA devices (data parallel over the mesh), '
+                      "e.g. one per core; sets jax_num_cpu_devices before the backend starts.")
   p.add_argument('--peak_tflops', type=float, default=None,
                  help='Peak per device used for MFU (default: by device kind).')
   p.add_argument('--compile_only', action='store_true',
                  help="Compile the step on abstract weights and print XLA's memory analysis "
                       '(will it fit?) without allocating or running anything.')
   args = p.parse_args()
+  if args.cpu_devices:
+    jax.config.update('jax_num_cpu_devices', args.cpu_devices)
 
   cfg = config_for(args.size, args.dtype, args.remat)
   model = t5.T5(cfg)
