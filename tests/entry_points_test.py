@@ -1,4 +1,5 @@
 """The real commands, as a user runs them: train, kill, resume, eval, infer, bad inputs."""
+import csv
 import json
 import os
 import pathlib
@@ -7,10 +8,15 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import REPO, shared_path
+from prompt_recycling import checkpoints
+from prompt_recycling import data
+from prompt_recycling import vocabulary
+from prompt_recycling.models import t5
 
 pytest.importorskip('seqio')
 
@@ -76,27 +82,73 @@ def test_eval_and_infer_read_the_numpy_export(tmp_path):
   trained = _run(_command('train', *_train_flags(tmp_path / 'run', 3)))
   assert trained.returncode == 0, trained.stderr[-3000:]
   prompt = tmp_path / 'run' / 'numpy_checkpoints' / 'checkpoint_3' / 'prompt.npy'
-  common = ['--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin',
-            "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
+  # The model's gin file first, then the run's (as README and the module docstrings say):
+  # the other way round, the model file's sampled-vocab init overrides the run file's
+  # from_file init and PROMPT_FILE is silently ignored.
+  model = '--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin'
+  common = ["--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
             f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
             f"--gin.PROMPT_FILE='{prompt}'", '--gin.BATCH_SIZE=8',
             "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}"]
   data_flags = lambda fn: [f"--gin.{fn}.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
                            f"--gin.{fn}.data_dir='{shared_path()}'", f'--gin.{fn}.max_examples=16']
   out = tmp_path / 'eval.json'
-  evaluated = _run(_command('eval', '--gin_file=gin_configs/runs/prompt_eval.gin', *common,
+  evaluated = _run(_command('eval', model, '--gin_file=gin_configs/runs/prompt_eval.gin', *common,
                             *data_flags('evaluate'), f"--gin.EVAL_OUTPUT='{out}'"))
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   metrics = json.loads(out.read_text())
-  assert metrics['task'] == 'glue_sst2_v2' and 0 <= metrics['accuracy'] <= 100
+  assert (metrics['task'], metrics['split'], metrics['mode']) == ('glue_sst2_v2', 'validation', 'rank')
 
   predictions = tmp_path / 'predictions.jsonl'
-  inferred = _run(_command('infer', '--gin_file=gin_configs/runs/prompt_infer.gin', *common,
+  inferred = _run(_command('infer', model, '--gin_file=gin_configs/runs/prompt_infer.gin', *common,
                            *data_flags('infer'), f"--gin.INFER_OUTPUT='{predictions}'"))
   assert inferred.returncode == 0, inferred.stderr[-3000:]
   rows = [json.loads(line) for line in predictions.read_text().splitlines()]
-  assert len(rows) == 16 and rows[0]['inputs'].startswith('sst2 sentence:')
-  assert rows[0]['target'] in ('negative', 'positive')
+
+  # Both commands recomputed here from the files alone: the real SST-2 dev rows, the tiny
+  # checkpoint and the exported prompt through the model's forward pass (no evaluation.py,
+  # no KV-cached decoding).
+  with shared_path('sst2', 'dev.tsv').open() as f:
+    dev = [(r['sentence'], ['negative', 'positive'][int(r['label'])])
+           for r in csv.DictReader(f, delimiter='\t', quoting=csv.QUOTE_NONE)]
+  vocab = vocabulary.get_vocabulary(str(shared_path('t5', 'sentencepiece.model')))
+  params, config = checkpoints.load_params(str(shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')))
+  apply = jax.jit(t5.T5(config).apply)
+  exported = np.load(prompt)
+
+  def logits(sentences, decoder_inputs):
+    enc = np.asarray([(vocab.encode(f'sst2 sentence: {s}')[:31] + [1] + [0] * 32)[:32]
+                      for s in sentences], np.int32)
+    prefix = np.broadcast_to(exported, (len(sentences),) + exported.shape)
+    return np.asarray(apply({'params': params}, enc, np.asarray(decoder_inputs, np.int32),
+                            prefix=prefix), np.float64)
+
+  # eval: rank classification of evaluate.max_examples=16 drawn with data.sample's seed 0.
+  picked = data.sample(dev, 16, seed=0)
+  scores = []
+  for word in ('negative', 'positive'):
+    target = vocab.encode(word) + [1]
+    log_probs = logits([s for s, _ in picked], [[0] + target[:-1]] * len(picked))
+    top = log_probs.max(-1, keepdims=True)
+    log_probs -= top + np.log(np.exp(log_probs - top).sum(-1, keepdims=True))
+    scores.append(log_probs[:, np.arange(len(target)), target].sum(-1))
+  scores = np.stack(scores, 1)
+  assert np.abs(scores[:, 0] - scores[:, 1]).min() > 1e-4  # No near-ties to flip.
+  correct = [['negative', 'positive'][i] == label for i, (_, label) in zip(scores.argmax(1), picked)]
+  assert metrics['accuracy'] == pytest.approx(100 * np.mean(correct))
+
+  # infer: greedy decoding (teacher-forced, one full pass per step) of the first 16 dev rows.
+  first = dev[:16]
+  tokens = np.zeros((16, 4), np.int64)
+  for step in range(4):
+    decoder_inputs = np.concatenate([np.zeros((16, 1), np.int64), tokens[:, :-1]], axis=1)
+    tokens[:, step] = logits([s for s, _ in first], decoder_inputs)[:, step].argmax(-1)
+  cut = [list(row[:list(row).index(1)]) if 1 in row else list(row) for row in tokens]  # At EOS.
+  decoded = [vocab.decode([int(t) for t in row]) for row in cut]
+  assert len(set(decoded)) > 1  # Predictions that vary with the input: their agreement is telling.
+  assert [r['inputs'] for r in rows] == [f'sst2 sentence: {s}' for s, _ in first]
+  assert [r['target'] for r in rows] == [label for _, label in first]
+  assert [r['prediction'] for r in rows] == decoded
 
 
 def test_unknown_task_lists_close_matches(tmp_path):

@@ -125,8 +125,26 @@ def test_checkpoint_export_reloads_and_evaluates_identically(trained, frozen, ss
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(reloaded), params)
   from_file = reload_steps.eval(reloaded, frozen_on_mesh, batch)
   assert float(from_file['cross_ent_sum']) == float(in_memory['cross_ent_sum'])
-  # Greedy decoding runs the same hook.
-  assert reload_steps.predict(reloaded, frozen_on_mesh, batch, 3).shape == (BATCH, 3)
+  # Greedy decoding (KV cache) runs the same hook: the tokens are those the full model
+  # predicts teacher-forced, with the generator read from the file, and those in memory.
+  predicted = np.asarray(reload_steps.predict(reloaded, frozen_on_mesh, batch, 3))
+  np.testing.assert_array_equal(predicted, np.asarray(steps.predict(
+      trainer.put_on_mesh(params, steps.params_shardings), frozen_on_mesh, batch, 3)))
+  encoder_args = reloaded_method.encoder_args(jax.device_get(reloaded), BATCH)
+  enc = data.to_batch(sst2_examples[:BATCH], LENGTHS)['encoder_input_tokens']
+
+  def teacher_forced_greedy(**hook):
+    forward = jax.jit(lambda dec: t5.T5(CONFIG).apply({'params': frozen}, enc, dec, **hook))
+    tokens = np.zeros((BATCH, 3), np.int32)
+    for step in range(3):
+      decoder_inputs = np.concatenate([np.zeros((BATCH, 1), np.int32), tokens[:, :-1]], axis=1)
+      tokens[:, step] = np.asarray(forward(decoder_inputs))[:, step].argmax(-1)
+    ended = np.cumsum(tokens == 1, axis=1) - (tokens == 1) > 0  # Strictly after an EOS: padding.
+    return np.where(ended, 0, tokens)
+
+  np.testing.assert_array_equal(predicted, teacher_forced_greedy(**encoder_args))
+  # Without the late prompt the model decodes something else: the hook is really used.
+  assert (teacher_forced_greedy() != predicted).any()
 
 
 def _prompt_sum_grad(frozen, method, params, tokens, weights):

@@ -49,24 +49,31 @@ def test_protocol_recycles_and_evaluates_through_the_target(tmp_path, two_models
   assert '| A -> B | v2v-lin |' in summary and 'success rate' in summary
   assert (out / 'summary.png').stat().st_size > 1000
 
-  # Recompute one recycled prompt's accuracy independently, through model B.
-  source_prompt = prompts.load_prompt(
-      out / 'runs' / 'A_class_labels_0' / 'numpy_checkpoints' / 'checkpoint_3' / 'prompt.npy')
+  # Recompute both recycled prompts' accuracies independently, through model B. One of
+  # them alone could be prompt-blind on 16 examples (A_class_labels_0 scores the same as
+  # B's no-prompt baseline); the pair is not.
   params_b, config_b = checkpoints.load_params(two_models['B']['path'])
   rec = recycling_base.get_recycler('v2v-lin')
   fitted = rec.fit(checkpoints.load_token_embedding(two_models['A']['path']),
                    params_b['token_embedder']['embedding'], jax.random.key(0))
-  recycled = np.asarray(rec.apply(fitted, source_prompt))
-  assert recycled.shape == (5, config_b.emb_dim)
   mesh = partitioning.make_mesh(1)
   steps = trainer.Steps(t5.T5(config_b), prompts.prompt_tuning(5), None, mesh)
   evaluate = evaluation.task_evaluator('glue_sst2_v2', split='validation', feature_lengths=LENGTHS,
                                        mode='rank', batch_size=8, max_examples=16)
-  metrics = evaluate(steps, trainer.put_on_mesh({'prompt': recycled}, steps.params_shardings),
-                     steps.put_frozen(params_b), 0)
-  recorded = next(r.metric for r in results
-                  if r.recycler == 'v2v-lin' and r.prompt == 'A_class_labels_0@3')
-  assert metrics['accuracy'] == pytest.approx(recorded)
+  frozen_b = steps.put_frozen(params_b)
+  recomputed = {}
+  for seed in (0, 1):
+    source_prompt = prompts.load_prompt(out / 'runs' / f'A_class_labels_{seed}' / 'numpy_checkpoints'
+                                        / 'checkpoint_3' / 'prompt.npy')
+    recycled = np.asarray(rec.apply(fitted, source_prompt))
+    assert recycled.shape == (5, config_b.emb_dim)
+    metrics = evaluate(steps, trainer.put_on_mesh({'prompt': recycled}, steps.params_shardings),
+                       frozen_b, 0)
+    recomputed[f'A_class_labels_{seed}@3'] = metrics['accuracy']
+  recorded = {r.prompt: r.metric for r in results if r.recycler == 'v2v-lin'}
+  assert recorded == pytest.approx(recomputed)
+  baseline = next(r.metric for r in results if r.recycler == 'baseline' and r.target == 'B')
+  assert any(v != baseline for v in recomputed.values()), (recomputed, baseline)
 
 
 def test_summary_success_rate_counts_prompts_above_the_baseline():

@@ -97,22 +97,64 @@ def test_numpy_export_evaluates_like_the_in_memory_prompt(tiny_frozen, sst2_exam
     np.testing.assert_array_equal(np.load(f), exported)
   np.testing.assert_array_equal(exported, np.asarray(state.params['prompt']))
 
+  recorded = []
+
   def accuracy(targets, predictions):
+    recorded.append(list(predictions))
     return {'accuracy': 100 * float(np.mean([t == p for t, p in zip(targets, predictions)]))}
 
+  label_words = ['negative', 'positive']
   eval_kwargs = dict(mode='rank', batch_size=BATCH, feature_lengths=LENGTHS,
                      decode=lambda ids: t5_vocab.decode(list(ids)), metric_fns=[accuracy],
-                     label_words=['negative', 'positive'],
-                     encode=lambda s: list(t5_vocab.encode(s)) + [1])
+                     label_words=label_words, encode=lambda s: list(t5_vocab.encode(s)) + [1])
   frozen_on_mesh = steps.put_frozen(frozen)
   params = trainer.put_on_mesh(jax.device_get(state.params), steps.params_shardings)
   in_memory = evaluation.evaluate(steps, params, frozen_on_mesh, sst2_examples, **eval_kwargs)
   eval_steps = trainer.Steps(t5.T5(config), prompts.prompt_tuning(5, prompts.from_file(
       str(export_dir / 'prompt.npy'))), None, steps.mesh)
   from_file = eval_steps.init_params(jax.random.key(1), frozen_on_mesh)
+  np.testing.assert_array_equal(np.asarray(from_file['prompt']), exported)  # The file, not the key.
   reloaded = evaluation.evaluate(eval_steps, from_file, frozen_on_mesh, sst2_examples, **eval_kwargs)
   assert in_memory == reloaded
-  assert 0 <= in_memory['accuracy'] <= 100
+  assert recorded[0] == recorded[1]  # The same prediction for every example.
+
+  # Each label word's log-likelihood per example, recomputed without `evaluation.py` or
+  # `trainer.py`: the frozen model's forward pass with the exported prompt prepended.
+  inputs = np.zeros((len(sst2_examples), LENGTHS['inputs']), np.int32)
+  for i, ex in enumerate(sst2_examples):
+    ids = ex['inputs'][:LENGTHS['inputs']]
+    inputs[i, :len(ids)] = ids
+  apply = jax.jit(t5.T5(config).apply)
+
+  def log_likelihoods(prompt):
+    prefix = np.broadcast_to(prompt, (len(sst2_examples),) + prompt.shape)
+    out = []
+    for word in label_words:
+      target = list(t5_vocab.encode(word)) + [1]
+      decoder_inputs = np.asarray([[0] + target[:-1]] * len(sst2_examples), np.int32)
+      logits = np.asarray(apply({'params': frozen}, inputs, decoder_inputs, prefix=prefix),
+                          np.float64)
+      top = logits.max(-1, keepdims=True)
+      log_probs = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+      out.append(log_probs[:, np.arange(len(target)), target].sum(-1))
+    return np.stack(out, axis=1)
+
+  expected_scores = log_likelihoods(exported)
+  # The same numbers through the reloaded method's score step, and bit for bit in memory.
+  for word, column in zip(label_words, expected_scores.T):
+    batch = partitioning.shard_batch(data.to_batch(
+        [{**ex, 'targets': list(t5_vocab.encode(word)) + [1]} for ex in sst2_examples], LENGTHS),
+        steps.mesh)
+    reloaded_scores = np.asarray(eval_steps.score(from_file, frozen_on_mesh, batch))
+    np.testing.assert_array_equal(reloaded_scores, np.asarray(steps.score(params, frozen_on_mesh, batch)))
+    np.testing.assert_allclose(reloaded_scores, column, rtol=0, atol=1e-4)
+  # The scores depend on the prompt well beyond that tolerance (its rows reversed: ~8e-3).
+  assert np.abs(log_likelihoods(exported[::-1]) - expected_scores).max() > 1e-3
+  assert np.abs(expected_scores[:, 0] - expected_scores[:, 1]).min() > 1e-4  # No near-ties.
+  expected = [label_words[i] for i in expected_scores.argmax(1)]
+  assert recorded[0] == expected
+  gold = [ex['targets_pretokenized'] for ex in sst2_examples]
+  assert in_memory['accuracy'] == pytest.approx(100 * np.mean([e == g for e, g in zip(expected, gold)]))
 
 
 @pytest.mark.parametrize('save_every', [1, 2])  # 2: found by the lagged check, not at a save.
