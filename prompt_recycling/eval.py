@@ -57,6 +57,7 @@ def evaluate(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
 
 def main(argv):
   del argv
+  gin_setup.check_prompt_file_is_used()
   evaluate()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
 
 

@@ -91,6 +91,27 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
   app.run(wrapped, argv=_rewrite_gin_args(sys.argv))
 
 
+def check_prompt_file_is_used() -> None:
+  """Refuses a PROMPT_FILE that another binding overrides, before anything is scored.
+
+  gin keeps the last binding: a `models/*_prompt.gin` file given after
+  `runs/prompt_eval.gin` (or `prompt_infer.gin`) rebinds the prompt's
+  initialiser to sampled vocabulary, and eval/infer would silently score a
+  random prompt instead of the file.
+  """
+  try:
+    path = gin.query_parameter('%PROMPT_FILE')
+    init = gin.query_parameter('prompts.prompt_tuning.init')
+  except ValueError:  # No prompt file, or not a prompt-tuning method (e.g. LPT).
+    return
+  name = getattr(getattr(init, 'configurable', None), 'name', None)
+  if name != 'from_file':
+    raise ValueError(
+        f'PROMPT_FILE={path!r} is set, but prompts.prompt_tuning.init is bound to {name!r} by a '
+        'gin file given after the one that reads the file: pass the model gin file '
+        '(models/*_prompt.gin) before runs/prompt_eval.gin / runs/prompt_infer.gin.')
+
+
 def write_operative_config(model_dir: Optional[str]) -> None:
   """Saves the configuration actually used to MODEL_DIR/config.gin (as t5x does)."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -56,6 +56,7 @@ def infer(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
 
 def main(argv):
   del argv
+  gin_setup.check_prompt_file_is_used()
   infer()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
 
 

@@ -166,3 +166,21 @@ def test_model_dir_of_another_run_is_refused(tmp_path):
   assert other.returncode != 0
   assert 'already holds a different run' in other.stderr
   assert _final_prompt(tmp_path / 'run', 3).shape == (5, 4)
+
+
+@pytest.mark.parametrize('module', ['eval', 'infer'])
+def test_prompt_file_overridden_by_a_later_gin_file_is_refused(tmp_path, module):
+  """Run file before model file: the model file's sampled-vocab init would replace PROMPT_FILE."""
+  prompt = tmp_path / 'prompt.npy'
+  np.save(prompt, np.zeros((5, 32), np.float32))
+  out = tmp_path / 'out.json'
+  result = _run(_command(
+      module, f'--gin_file=gin_configs/runs/prompt_{module}.gin',
+      '--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin',
+      "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
+      f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
+      f"--gin.PROMPT_FILE='{prompt}'", f"--gin.EVAL_OUTPUT='{out}'", f"--gin.INFER_OUTPUT='{out}'"))
+  assert result.returncode != 0
+  assert f"PROMPT_FILE='{prompt}' is set, but prompts.prompt_tuning.init is bound to" in result.stderr
+  assert 'pass the model gin file' in result.stderr
+  assert not out.exists()
