@@ -38,7 +38,7 @@ from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
 from prompt_recycling.models import t5
-from train_throughput import SIZES, config_for, random_batch  # pylint: disable=g-import-not-at-top,g-multiple-import
+from train_throughput import SIZES, config_for, random_batch, timed_rounds  # pylint: disable=g-import-not-at-top,g-multiple-import
 
 METHODS = ('prompt_tuning', 'lpt', 'lpt_static')
 
@@ -75,13 +75,7 @@ def measure(name: str, args) -> dict:
   for _ in range(2):  # Warm-up (the first call also transfers).
     state, metrics = steps.train(state, frozen, batch, rng)
   jax.block_until_ready(metrics)
-  rounds = []
-  for _ in range(args.rounds):
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      state, metrics = steps.train(state, frozen, batch, rng)
-    jax.block_until_ready(metrics)
-    rounds.append((time.perf_counter() - start) / args.steps)
+  state, metrics, rounds = timed_rounds(steps, state, frozen, batch, rng, args.rounds, args.steps)
 
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None

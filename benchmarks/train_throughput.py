@@ -56,6 +56,18 @@ def random_batch(batch: int, inputs: int, targets: int, seed: int = 0):
           'decoder_target_tokens': tgt, 'decoder_loss_weights': np.ones_like(tgt)}
 
 
+def timed_rounds(steps, state, frozen, batch, rng, rounds: int, steps_per_round: int):
+  """Runs `rounds` rounds of train steps; returns the last state, metrics and s/step per round."""
+  times, metrics = [], None
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for _ in range(steps_per_round):
+      state, metrics = steps.train(state, frozen, batch, rng)
+    jax.block_until_ready(metrics)
+    times.append((time.perf_counter() - start) / steps_per_round)
+  return state, metrics, times
+
+
 def peak_for(device) -> float:
   kind = getattr(device, 'device_kind', '')
   return next((v for k, v in PEAKS.items() if k in kind), float('nan'))
@@ -131,14 +143,8 @@ def main():
   for _ in range(2):  # Warm up (the first call also transfers).
     state, metrics = steps.train(state, frozen, batch, rng)
   jax.block_until_ready(metrics)
-  rounds = []  # Seconds per step of each round; the median is reported (robust to noisy hosts).
-  for _ in range(args.rounds):
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      state, metrics = steps.train(state, frozen, batch, rng)
-    jax.block_until_ready(metrics)
-    rounds.append((time.perf_counter() - start) / args.steps)
-  seconds = float(np.median(rounds))
+  state, metrics, rounds = timed_rounds(steps, state, frozen, batch, rng, args.rounds, args.steps)
+  seconds = float(np.median(rounds))  # Robust to noisy hosts.
 
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
