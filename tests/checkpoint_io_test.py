@@ -106,12 +106,17 @@ def test_model_dir_reads_its_latest_checkpoint(tiny_t5x_checkpoint, tiny, tmp_pa
   _assert_trees_identical(latest, doubled)
 
 
-@pytest.mark.parametrize('name', ['directory', 'trailing_slash', 'msgpack_file', 'file_url'])
+@pytest.mark.parametrize('name', ['directory', 'trailing_slash', 'msgpack_file', 'file_url',
+                                  'model_dir', 'model_dir_url'])
 def test_every_way_of_naming_the_checkpoint_reads_it(tiny_t5x_checkpoint, tiny, name):
+  model_dir = tiny_t5x_checkpoint.parent
   path = {'directory': str(tiny_t5x_checkpoint),
           'trailing_slash': f'{tiny_t5x_checkpoint}/',
           'msgpack_file': str(tiny_t5x_checkpoint / 'checkpoint'),
-          'file_url': f'file://{tiny_t5x_checkpoint}'}[name]
+          # A URL goes through tensorstore's kvstores, the code path of gs://.
+          'file_url': f'file://{tiny_t5x_checkpoint}',
+          'model_dir': str(model_dir),  # Its latest checkpoint_N.
+          'model_dir_url': f'file://{model_dir}/'}[name]
   params, config = checkpoints.load_params(path)
   assert config == tiny[1]
   _assert_trees_identical(params, tiny[0])

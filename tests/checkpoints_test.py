@@ -167,18 +167,6 @@ def test_real_tiny_checkpoint_matches_an_independent_read_and_hugging_face(tiny)
   np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize('form', ['model_dir', 'msgpack_file', 'file_url'])
-def test_other_ways_to_name_the_checkpoint(tiny, form):
-  model_dir = shared_path('t5', 'test_t5_1_1_tiny')
-  path = {'model_dir': str(model_dir),  # Its latest checkpoint_N.
-          'msgpack_file': str(model_dir / 'checkpoint_3' / 'checkpoint'),
-          # A URL goes through tensorstore's kvstores, the code path of gs://.
-          'file_url': f'file://{model_dir}/'}[form]
-  params, config = checkpoints.load_params(path)
-  assert config == tiny[1]
-  _assert_trees_equal(params, tiny[0])
-
-
 def test_latest_of_several_checkpoints_is_read(tiny, tmp_path):
   params, _ = tiny
   checkpoints.save_t5x(params, str(tmp_path), 3)
