@@ -87,7 +87,7 @@ def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
     encode: text -> token ids with EOS, for the candidates.
 
   Returns:
-    {metric name: value}.
+    {metric name: value, 'num_examples': how many examples were scored}.
   """
   if mode == 'rank':
     if not label_words or encode is None:
@@ -110,6 +110,7 @@ def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
   metrics = {}
   for fn in metric_fns:
     metrics.update({k: float(getattr(v, 'value', v)) for k, v in fn(targets, predictions).items()})
+  metrics['num_examples'] = len(examples)  # The count every metric rests on.
   return metrics
 
 
