@@ -13,11 +13,11 @@ import pathlib
 import sys
 from typing import Callable, Optional, Sequence
 
-from absl import app
 from absl import flags
 import gin
 import optax
 
+from prompt_recycling import cli
 from prompt_recycling import lpt
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
@@ -84,11 +84,20 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """`app.run(main)` after turning t5x-style flags into gin bindings and parsing gin."""
+  """`cli.run(main)` after turning t5x-style flags into gin bindings and parsing gin.
+
+  A required gin macro left unbound (gin's RuntimeError) is a user mistake
+  like any other: one line, exit status 2 (`cli`).
+  """
   def wrapped(argv):
     parse(_GIN_FILES.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
-    main(argv)
-  app.run(wrapped, argv=_rewrite_gin_args(sys.argv))
+    try:
+      main(argv)
+    except RuntimeError as error:
+      if 'Required bindings' not in str(error):
+        raise
+      raise ValueError(f'{error}: bind them in a gin file or with --gin.NAME=VALUE.') from error
+  cli.run(wrapped, argv=_rewrite_gin_args(sys.argv))
 
 
 def check_prompt_file_is_used() -> None:

@@ -99,9 +99,13 @@ def load_prompt(path: str) -> np.ndarray:
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f'Prompt file {path} does not exist.')
-  with path.open('rb') as f:
-    prompt = np.load(f, allow_pickle=False)
-  if prompt.ndim != 2:
+  try:
+    with path.open('rb') as f:
+      prompt = np.load(f, allow_pickle=False)
+  except (ValueError, EOFError) as error:  # Not a .npy file: text, pickle, truncated.
+    raise ValueError(f'Prompt file {path} is not a numpy .npy array ({error}); save one with '
+                     'numpy.save, shape [prompt_length, embed].') from error
+  if not isinstance(prompt, np.ndarray) or prompt.ndim != 2:
     raise ValueError(f'Prompt file {path} holds shape {prompt.shape}; expected [prompt_length, embed].')
   if not np.all(np.isfinite(prompt)):
     raise ValueError(f'Prompt file {path} contains NaN or Inf values.')

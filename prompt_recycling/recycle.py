@@ -17,12 +17,12 @@ import logging
 import pathlib
 from typing import Any, Dict, Optional
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
 from prompt_recycling import checkpoints
+from prompt_recycling import cli
 from prompt_recycling import prompts
 from prompt_recycling.recycling import base
 from prompt_recycling.recycling import report
@@ -86,8 +86,16 @@ def recycle(source_model: str, target_model: str, prompt_path: str, recycler: st
 
 def main(argv):
   del argv
+  try:
+    recycler_args = json.loads(_RECYCLER_ARGS.value)
+  except json.JSONDecodeError as error:
+    raise ValueError(f'--recycler_args={_RECYCLER_ARGS.value!r} is not valid JSON ({error}); '
+                     """expected an object, e.g. '{"steps": 2000}'.""") from error
+  if not isinstance(recycler_args, dict):
+    raise ValueError(f'--recycler_args={_RECYCLER_ARGS.value!r} must be a JSON object '
+                     """(e.g. '{"steps": 2000}').""")
   result = recycle(_SOURCE.value, _TARGET.value, _PROMPT.value, _RECYCLER.value, _OUTPUT.value,
-                   recycler_args=json.loads(_RECYCLER_ARGS.value), vocabulary=_VOCAB.value,
+                   recycler_args=recycler_args, vocabulary=_VOCAB.value,
                    seed=_SEED.value, save_recycler=_SAVE_RECYCLER.value, with_report=_REPORT.value)
   if 'report' in result:
     path = pathlib.Path(_OUTPUT.value).with_suffix('.report.json')
@@ -101,4 +109,4 @@ def _jsonable(x):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
