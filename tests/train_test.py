@@ -1,9 +1,14 @@
 """train.py's run-level choices: selection never on the reported split; t5x's export numbering."""
+import gin
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from conftest import REPO
 from prompt_recycling import data
+from prompt_recycling import gin_setup  # pylint: disable=unused-import  (registers the configurables)
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import train
@@ -43,3 +48,38 @@ def test_exports_are_numbered_from_the_checkpoint_step(tiny_frozen, sst2_example
       np.load(tmp_path / 'numpy_checkpoints' / 'checkpoint_1100002' / 'prompt.npy'),
       np.asarray(state.params['prompt']))
   assert int(state.step) == 2 and (tmp_path / 'checkpoints' / '2').exists()
+
+
+@pytest.mark.parametrize('size', ['small', 'base', 'large', 'xl', 'xxl'])
+def test_lm100k_prompt_gin_runs_as_the_release(size):
+  """Model file + runs/prompt_finetune.gin: dropout 0.1, bfloat16, batch 128 x 50k, decoding,
+  and an Adafactor that continues lm100k's step 1,100,000 (same updates as trainer.adafactor's)."""
+  gin.clear_config()
+  try:
+    gin.add_config_file_search_path(str(REPO))
+    # `train` is registered only by the entry point, so its bindings are skipped here.
+    gin.parse_config_files_and_bindings(
+        [str(REPO / f'gin_configs/models/t5_1_1_lm100k_{size}_prompt.gin'),
+         str(REPO / 'gin_configs/runs/prompt_finetune.gin')],
+        ["MODEL_DIR = '/tmp/unused'", "MIXTURE_OR_TASK_NAME = 'glue_sst2_v2_taskless'"],
+        skip_unknown=True)
+    config = gin.get_configurable('t5.T5Config')()
+    assert (config.dropout_rate, config.dtype) == (0.1, 'bfloat16')
+    assert gin.query_parameter('%CHECKPOINT_STEP') == 1_100_000
+    assert gin.query_parameter('%BATCH_SIZE') == 128
+    assert gin.query_parameter('%TRAIN_STEPS') == 50_000
+    assert gin.query_parameter('%EVAL_MODE') == 'decode'
+    tx = gin.get_configurable('optim.adafactor')()
+  finally:
+    gin.clear_config()
+  def run(tx):  # Two steps whose gradients differ 100-fold: the decay decides the second update.
+    params = {'prompt': jnp.ones((4, 6))}
+    state = tx.init(params)
+    for scale in (1.0, 0.01):
+      grads = {'prompt': scale * jnp.linspace(-1.0, 1.0, 24).reshape(4, 6)}
+      updates, state = tx.update(grads, state, params)
+      params = optax.apply_updates(params, updates)
+    return np.asarray(params['prompt'])
+  got = run(tx)
+  np.testing.assert_array_equal(got, run(trainer.adafactor(initial_step=1_100_000)))
+  assert np.abs(got - run(trainer.adafactor())).max() > 1e-2  # The offset reached the optimizer.
