@@ -54,7 +54,7 @@ a `prompt` matrix like prompt tuning's, so the training loop also exports it as
 `prompt.npy`, and it loads from `.npy` too.
 """
 import pathlib
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import flax
 import flax.linen as nn
