@@ -190,28 +190,34 @@ def test_generator_reads_the_next_layers_frozen_norm(frozen, sst2_examples):
   tokens = data.to_batch(sst2_examples[:2], LENGTHS)['encoder_input_tokens']
   scaled = jax.tree.map(np.array, frozen)
   scaled['encoder'][f'layers_{k}']['pre_attention_layer_norm']['scale'] *= 3.0
-  for normalize, changes in ((True, True), (False, False)):
-    method = lpt.late_prompt_tuning(PROMPT_LENGTH, model_config=CONFIG, normalize_input=normalize)
-    params = method.init(jax.random.key(1), frozen)
-    a = lpt.late_prompts(method, model, frozen, params, tokens)
-    b = lpt.late_prompts(method, model, scaled, params, tokens)
-    assert (np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-3) == changes, normalize
-  # Recomputed by hand: the states arriving at layer k, RMS-normalised with layer k's scale.
-  seen = {}
+  params = lpt.late_prompt_tuning(PROMPT_LENGTH, model_config=CONFIG).init(jax.random.key(1), frozen)
 
-  def capture(hidden, mask):
-    seen['hidden'], seen['mask'] = hidden, mask
-    return hidden, mask
-  model.apply({'params': scaled}, tokens, hook=capture, hook_layer=k, method=t5.T5.encode)
-  h = np.asarray(seen['hidden'], np.float64)
+  def prompts_for(normalize):
+    method = lpt.late_prompt_tuning(PROMPT_LENGTH, model_config=CONFIG, normalize_input=normalize)
+    return jax.jit(lambda f: lpt.late_prompts(method, model, f, params, tokens))
+
+  for normalize, changes in ((True, True), (False, False)):
+    fn = prompts_for(normalize)
+    assert (np.abs(np.asarray(fn(frozen)) - np.asarray(fn(scaled))).max() > 1e-3) == changes
+
+  @jax.jit
+  def arriving(f):
+    """The hidden states and mask arriving at layer k."""
+    seen = {}
+
+    def capture(hidden, mask):
+      seen['hidden'], seen['mask'] = hidden, mask
+      return hidden, mask
+    model.apply({'params': f}, tokens, hook=capture, hook_layer=k, method=t5.T5.encode)
+    return seen['hidden'], seen['mask']
+
+  # Recomputed by hand: those states RMS-normalised with layer k's scale, then the generator.
+  hidden, mask = arriving(scaled)
+  h = np.asarray(hidden, np.float64)
   h = h / np.sqrt(np.mean(h ** 2, -1, keepdims=True) + CONFIG.layer_norm_epsilon)
   h = h * scaled['encoder'][f'layers_{k}']['pre_attention_layer_norm']['scale']
-  method = lpt.late_prompt_tuning(PROMPT_LENGTH, model_config=CONFIG)
-  params = method.init(jax.random.key(1), frozen)
-  expected = lpt.PromptGenerator(PROMPT_LENGTH).apply({'params': params}, h.astype(np.float32),
-                                                      seen['mask'])
-  np.testing.assert_allclose(lpt.late_prompts(method, model, scaled, params, tokens), expected,
-                             rtol=1e-4, atol=1e-5)
+  expected = lpt.PromptGenerator(PROMPT_LENGTH).apply({'params': params}, h.astype(np.float32), mask)
+  np.testing.assert_allclose(prompts_for(True)(scaled), expected, rtol=1e-4, atol=1e-5)
 
 
 def _prompt_sum_grad(frozen, method, params, tokens, weights):
