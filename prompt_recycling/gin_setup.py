@@ -34,6 +34,7 @@ _GIN_SEARCH_PATHS = flags.DEFINE_list('gin_search_paths', [], 'Directories searc
 gin.external_configurable(t5.T5Config, module='t5')
 gin.external_configurable(prompts.prompt_tuning, module='prompts')
 gin.external_configurable(prompts.random_uniform, module='prompts')
+gin.external_configurable(prompts.random_normal, module='prompts')
 gin.external_configurable(prompts.sampled_vocab, module='prompts')
 gin.external_configurable(prompts.from_file, module='prompts')
 gin.external_configurable(trainer.adafactor, module='optim')

@@ -12,6 +12,7 @@ checkpoint in MODEL_DIR. Multi-host (Cloud TPU pods): every host runs the same
 command with `--multihost`, which calls `jax.distributed.initialize()` first.
 """
 import logging
+import re
 from typing import Any, Mapping, Optional
 
 from absl import flags
@@ -51,9 +52,27 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           accum_steps: int = 1, z_loss: float = 1e-4, eval_every: Optional[int] = None,
           eval_split: str = 'validation', eval_mode: str = 'rank',
           eval_examples: Optional[int] = None, best_metric: Optional[str] = None,
-          train_split: str = 'train', vocabulary_path: Optional[str] = None,
-          data_dir: Optional[str] = None, progress: bool = True):
-  """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin."""
+          train_split: str = 'train', report_split: Optional[str] = 'validation',
+          checkpoint_step: int = 0, enable_dropout: Optional[bool] = None,
+          vocabulary_path: Optional[str] = None, data_dir: Optional[str] = None,
+          progress: bool = True):
+  """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin.
+
+  Selection: `best_metric` picks MODEL_DIR/best.json on `eval_split`, which
+  must differ from `report_split` (the split whose numbers are reported):
+  choosing on the reported split inflates it. `checkpoint_step` (the
+  pretrained checkpoint's step) numbers the numpy exports as t5x does.
+  `enable_dropout` defaults to `model_config.dropout_rate > 0`; set it True
+  to run a late prompt generator's own dropout over a dropout-free backbone.
+  """
+  if best_metric and report_split is not None and eval_split == report_split:
+    raise ValueError(
+        f'train.best_metric={best_metric!r} would choose the best step on eval_split='
+        f'{eval_split!r}, the split reported (report_split={report_split!r}): an optimistic '
+        'number. Set SELECTION_SPLIT to a split held out of training (e.g. the last 1,000 '
+        "training examples of a '{task}_taskless' task, as the recycling experiments), or "
+        'train.best_metric = None to keep the prompt of the last step.')
+  _warn_on_step_mismatch(initial_checkpoint_path, checkpoint_step)
   data.configure_tasks(vocabulary_path, data_dir)
   lengths = dict(task_feature_lengths)
   frozen = load_frozen(initial_checkpoint_path, model_config, seed)
@@ -81,8 +100,18 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
       mesh=mesh, make_batches=make_batches, total_steps=train_steps, model_dir=model_dir,
       run_info=run_info, batch_size=batch_size, seed=seed, save_every=save_every, keep=keep,
       log_every=log_every, eval_fn=eval_fn, eval_every=eval_every, best_metric=best_metric,
-      accum_steps=accum_steps, z_loss=z_loss, enable_dropout=model_config.dropout_rate > 0,
-      progress=progress)
+      accum_steps=accum_steps, z_loss=z_loss,
+      enable_dropout=model_config.dropout_rate > 0 if enable_dropout is None else enable_dropout,
+      progress=progress, export_step_offset=checkpoint_step)
+
+
+def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_step: int) -> None:
+  """Warns when a T5X `.../checkpoint_N` path disagrees with CHECKPOINT_STEP."""
+  match = re.search(r'checkpoint_(\d+)/*$', initial_checkpoint_path or '')
+  if match and int(match.group(1)) != checkpoint_step:
+    logging.warning('INITIAL_CHECKPOINT_PATH %s is step %s but CHECKPOINT_STEP is %d: t5x would '
+                    "continue Adafactor's decay schedule from %s.", initial_checkpoint_path,
+                    match.group(1), checkpoint_step, match.group(1))
 
 
 def main(argv):
