@@ -16,6 +16,11 @@ Tokenisation, as those scripts produce it:
                  strips the space on its left only, so the full stop is 'Ġ.')
   gpt2:          tokenize(subject) + [V1..V5]
 
+`tests/testdata/optiprompt` holds the ids those scripts give under 3.0.2 for
+75 real facts; ours equal them. (Today's transformers would not: its
+`add_tokens` no longer strips the spaces around `[V1]`, so re-running the
+scripts now puts a 'Ġ' token before every [V] in RoBERTa and GPT-2 inputs.)
+
 The [V] slots hold a placeholder id (the tokenizer's UNK; any non-padding id
 serves) whose embeddings the model overwrites with the soft prompt
 (`models/layers.put_prompt`): the authors add [V1]..[V5] to the vocabulary and

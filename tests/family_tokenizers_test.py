@@ -3,12 +3,14 @@
 The word-level counts on the real files are recomputed independently of the
 tokenizers: GPT-2's byte-to-character table and pre-tokenisation regex are
 rewritten here from their published definition, and a word counts as one token
-when its single pre-token `' ' + word` is an entry of vocab.json.
+when its single pre-token `' ' + word` is an entry of vocab.json. The anchor
+counts also equal those the authors' code gives (tests/testdata/optiprompt).
 """
 import json
 
+import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import TESTDATA, shared_path
 
 from prompt_recycling import family_tokenizers
 from prompt_recycling import vocabulary
@@ -65,10 +67,10 @@ def _single_token_words(tokenizer, words):
   return {w: ids[0] for w in words for ids in [word_ids(w)] if len(ids) == 1 and ids[0] != unk}
 
 
-@pytest.mark.parametrize('name,both', [('common_vocab_cased_be_ro_al.txt', 17230),
-                                       ('common_vocab_cased.txt', 18137)],
-                         ids=['be_ro_al', 'lama_common'])
-def test_single_token_words_on_real_gpt2_and_roberta(real, name, both):
+@pytest.mark.parametrize('name,both,key', [
+    ('common_vocab_cased_be_ro_al.txt', 17230, 'anchors_be_ro_al'),
+    ('common_vocab_cased.txt', 18137, 'anchors_lama_common')], ids=['be_ro_al', 'lama_common'])
+def test_single_token_words_on_real_gpt2_and_roberta(real, name, both, key):
   words = _words(name)
   table = _byte_chars()
   singles = {}
@@ -79,6 +81,8 @@ def test_single_token_words_on_real_gpt2_and_roberta(real, name, both):
   # RoBERTa re-uses GPT-2's byte-level BPE (other ids), so the same words survive.
   assert set(singles['gpt2']) == set(singles['roberta'])
   assert len(set(singles['gpt2']) & set(singles['roberta'])) == both
+  # The count PTfer's get_abs_anchors gives with transformers 3.0.2 (tests/testdata/optiprompt).
+  assert both == int(np.load(TESTDATA / 'optiprompt' / 'inputs_transformers_3_0_2.npz')[key])
 
 
 def test_words_by_hand(real):

@@ -1,7 +1,9 @@
 """`optiprompt`: LAMA facts -> OptiPrompt inputs for each family, and P@1, on the real files.
 
-Token ids are checked by hand against the real vocab.json files (RoBERTa,
-GPT-2) and small WordPiece / SentencePiece vocabularies (BERT, ALBERT); the
+Token ids are checked against the authors' pipelines run with the
+transformers 3.0.2 they pinned (tests/testdata/optiprompt, RoBERTa and GPT-2 on
+75 real facts), by hand against the real vocab.json files, and on small
+WordPiece / SentencePiece vocabularies (BERT, ALBERT); the
 filter against an independent count; P@1 against a loop; and a tiny random
 RoBERTa and GPT-2 give the same target logits for a query alone or padded in
 a batch.
@@ -12,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import TESTDATA, shared_path
 
 from prompt_recycling import family_tokenizers
 from prompt_recycling import optiprompt
@@ -176,3 +178,29 @@ def test_padded_batch_gives_each_query_its_own_logits(real, family):
   # layer norms remove it).
   other = target_logits(b, jax.random.normal(jax.random.key(2), prompt.shape))
   assert np.abs(np.asarray(other - together)).max() > 1e-3
+
+
+@pytest.mark.parametrize('family', ['roberta', 'gpt2'])
+@pytest.mark.parametrize('relation', ['P17', 'P19', 'P1376'])
+def test_queries_equal_the_authors_pipeline(real, family, relation):
+  """Ids equal those of OptiPrompt / PTfer under transformers 3.0.2 (tests/testdata/optiprompt)."""
+  ref = np.load(TESTDATA / 'optiprompt' / 'inputs_transformers_3_0_2.npz')
+  tokenizer = real[family][0]
+  facts = [optiprompt.Fact(str(s), str(o))
+           for s, o in zip(ref[f'{relation}_subjects'], ref[f'{relation}_objects'])]
+  # The same facts survive our filter, in the same order.
+  ours_facts = optiprompt.filter_facts(
+      optiprompt.read_facts(shared_path('lama', 'trex_original', relation, 'test.jsonl')),
+      _vocab())[:25]
+  assert ours_facts == facts
+  v_ids = ref[f'v_ids_{family}'].tolist()
+  for fact, row, label in zip(facts, ref[f'{family}_{relation}_tokens'],
+                              ref[f'{family}_{relation}_labels']):
+    expected = [int(i) for i in row if i >= 0]
+    query = optiprompt.build_query(fact, family, tokenizer)
+    assert [expected.index(v) for v in v_ids] == query.prompt_positions, fact
+    slots = set(query.prompt_positions)
+    assert [t for i, t in enumerate(expected) if i not in slots] == [
+        t for i, t in enumerate(query.tokens) if i not in slots], fact
+    assert query.label == label, fact
+
