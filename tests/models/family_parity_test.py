@@ -312,3 +312,36 @@ def test_insert_prompt_slots_keeps_a_leading_token():
   out, positions = layers.insert_prompt_slots(tokens, position=1, prompt_length=2, slot_id=5)
   np.testing.assert_array_equal(out, [[101, 5, 5, 7, 8, 0], [101, 5, 5, 9, 0, 0]])
   np.testing.assert_array_equal(positions, [[1, 2], [1, 2]])
+
+
+@pytest.mark.parametrize('variant', ['roberta', 'gpt2'])
+def test_lpt_generator_as_hook(variant, tmp_path):
+  """lpt.py's generator + insert work as the hook: padding-blind, differentiable, prompt attended to."""
+  from prompt_recycling import lpt  # pylint: disable=g-import-not-at-top
+  model = _hf_model(variant)
+  model.save_pretrained(tmp_path)
+  params, config = family_checkpoints.load_hf(str(tmp_path))
+  module = family_checkpoints.module(config)
+  generator = lpt.PromptGenerator(prompt_length=3, bottleneck=4)
+  tokens, mask, types = _batch(model, seed=6)  # Row 1 is right-padded.
+  gen_params = generator.init(jax.random.key(0), jnp.zeros((1, 2, config.emb_dim)),
+                              jnp.ones((1, 2), bool))['params']
+
+  @jax.jit
+  def logits_fn(gen_params, tokens, mask):
+    def hook(hidden, hidden_mask):
+      return lpt.insert(generator.apply({'params': gen_params}, hidden, hidden_mask), hidden,
+                        hidden_mask)
+    extra = {'mask': mask} if variant == 'gpt2' else {}
+    return module.apply({'params': params}, tokens, **extra, hook=hook, hook_layer=1)
+
+  logits = logits_fn(gen_params, jnp.asarray(tokens), jnp.asarray(mask))
+  assert logits.shape == (3, 3 + LENGTH, VOCAB)
+  # Row 1 alone, without its padding: the generator pooled over valid positions only.
+  n = int(mask[1].sum())
+  alone = logits_fn(gen_params, jnp.asarray(tokens[1:2, :n]), jnp.asarray(mask[1:2, :n]))
+  np.testing.assert_allclose(logits[1, :3 + n], alone[0], rtol=0, atol=1e-4)
+  # Text logits depend on the generator (the text attends to the late prompt).
+  loss = lambda g: jnp.sum(logits_fn(g, jnp.asarray(tokens), jnp.asarray(mask))[:, 3:] ** 2)
+  grads = jax.jit(jax.grad(loss))(gen_params)
+  assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
