@@ -345,3 +345,42 @@ def test_lpt_generator_as_hook(variant, tmp_path):
   loss = lambda g: jnp.sum(logits_fn(g, jnp.asarray(tokens), jnp.asarray(mask))[:, 3:] ** 2)
   grads = jax.jit(jax.grad(loss))(gen_params)
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize('variant', ['bert', 'gpt2'])
+def test_older_tensor_names_load_the_same(variant, tmp_path):
+  """Hub files of the original models: no task prefix (GPT-2), TF-era LayerNorm.gamma/beta (BERT)."""
+  model = _hf_model(variant)
+  model.save_pretrained(tmp_path / 'new')
+  model.config.save_pretrained(tmp_path / 'old')
+  renamed = {}
+  for name, value in model.state_dict().items():
+    if variant == 'gpt2':
+      name = name.removeprefix('transformer.')
+    else:
+      name = name.replace('LayerNorm.weight', 'LayerNorm.gamma').replace('LayerNorm.bias',
+                                                                            'LayerNorm.beta')
+    renamed[name] = value
+  torch.save(renamed, tmp_path / 'old' / 'pytorch_model.bin')
+  old, _ = family_checkpoints.load_hf(str(tmp_path / 'old'))
+  new, _ = family_checkpoints.load_hf(str(tmp_path / 'new'))
+  flat_old = flax.traverse_util.flatten_dict(old, sep='/')
+  flat_new = flax.traverse_util.flatten_dict(new, sep='/')
+  assert sorted(flat_old) == sorted(flat_new)
+  for name, value in flat_new.items():
+    np.testing.assert_array_equal(flat_old[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize('variant', ['albert', 'gpt2'])
+def test_bfloat16_activations_change_only_precision(variant, tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  model = _hf_model(variant)
+  model.save_pretrained(tmp_path)
+  params, config = family_checkpoints.load_hf(str(tmp_path))
+  tokens, mask, types = _batch(model, seed=7)
+  full = _ours(config, params, tokens, mask, types)
+  half = _ours(dataclasses.replace(config, dtype='bfloat16'), params, tokens, mask, types)
+  assert half.dtype == np.float32  # Logits come back in float32 either way.
+  scale = np.abs(full[mask]).max()
+  assert np.abs(half[mask] - full[mask]).max() < 0.05 * scale
+  assert np.abs(half[mask] - full[mask]).max() > 0  # bfloat16 did run.
