@@ -20,6 +20,7 @@ are found with or without the task prefix (`bert.`, `roberta.`, `albert.`,
 and GPT-2 output layers are tied to the token embedding; a stored decoder
 weight that differs from it is refused.
 """
+import functools
 import json
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -277,6 +278,7 @@ def _convert(value: np.ndarray, how: Any) -> np.ndarray:
   return value
 
 
+@functools.lru_cache(maxsize=16)
 def expected_shapes(config: Config) -> Dict[str, Tuple[int, ...]]:
   """{param path: shape} of `module(config)`, traced abstractly (nothing allocated)."""
   tokens = jax.ShapeDtypeStruct((1, 1), np.int32)

@@ -156,33 +156,34 @@ def test_prompt_matches_hf_inputs_embeds(hf_checkpoint):
   np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize('k', [0, 1, 2], ids=['k0', 'k1', 'k2'])
-def test_hook_sees_hf_hidden_states(hf_checkpoint, k):
-  """The hook before layer k sees HF's hidden_states[k] (after k layers); a no-op hook changes nothing."""
+def test_hook_sees_hf_hidden_states(hf_checkpoint):
+  """The hook before layer k sees HF's hidden_states[k] (after k layers), for every k; a no-op
+  hook changes nothing."""
   variant, model, directory = hf_checkpoint
   params, config = family_checkpoints.load_hf(str(directory))
   tokens, mask, types = _batch(model, seed=3)
   reference = _hf_forward(model, tokens, mask, types, output_hidden_states=True)
-  seen = []
-
-  def capture(hidden, hidden_mask):
-    seen.append((hidden, hidden_mask))
-    return hidden, hidden_mask
-
   module = family_checkpoints.module(config)
   extra = {'mask': mask} if variant == 'gpt2' else {'token_types': types}
-  logits = module.apply({'params': params}, jnp.asarray(tokens), **extra, hook=capture,
-                        hook_layer=k)
-  (hidden, hidden_mask), = seen
-  np.testing.assert_array_equal(np.asarray(hidden_mask), mask)
-  if variant == 'gpt2' and k == config.num_layers:
-    # HF's last GPT-2 hidden state is after ln_f; the hook runs before it.
-    with torch.no_grad():
-      hidden = model.transformer.ln_f(torch.from_numpy(np.asarray(hidden))).numpy()
-  np.testing.assert_allclose(np.asarray(hidden)[mask], reference.hidden_states[k].numpy()[mask],
-                             rtol=0, atol=1e-4)
-  np.testing.assert_allclose(np.asarray(logits)[mask], reference.logits.numpy()[mask],
-                             rtol=0, atol=1e-4)
+  for k in range(config.num_layers + 1):
+    seen = []
+
+    def capture(hidden, hidden_mask):
+      seen.append((hidden, hidden_mask))  # pylint: disable=cell-var-from-loop
+      return hidden, hidden_mask
+
+    logits = module.apply({'params': params}, jnp.asarray(tokens), **extra, hook=capture,
+                          hook_layer=k)
+    (hidden, hidden_mask), = seen
+    np.testing.assert_array_equal(np.asarray(hidden_mask), mask)
+    if variant == 'gpt2' and k == config.num_layers:
+      # HF's last GPT-2 hidden state is after ln_f; the hook runs before it.
+      with torch.no_grad():
+        hidden = model.transformer.ln_f(torch.from_numpy(np.asarray(hidden))).numpy()
+    np.testing.assert_allclose(np.asarray(hidden)[mask], reference.hidden_states[k].numpy()[mask],
+                               rtol=0, atol=1e-4, err_msg=f'k={k}')
+    np.testing.assert_allclose(np.asarray(logits)[mask], reference.logits.numpy()[mask],
+                               rtol=0, atol=1e-4, err_msg=f'k={k}')
 
 
 def test_hook_inserting_vectors_extends_the_sequence(hf_checkpoint):
@@ -281,7 +282,7 @@ def test_inputs_beyond_the_position_table_are_refused():
 
 # --- Sharding -----------------------------------------------------------------
 
-@pytest.mark.parametrize('variant', ['roberta', 'albert_groups', 'gpt2'])
+@pytest.mark.parametrize('variant', ['albert_groups', 'gpt2'])
 def test_every_param_has_logical_axes_and_sharded_equals_single(variant, tmp_path):
   """All params carry logical axes; a forward pass on a (data 4 x model 2) mesh equals the plain one."""
   model = _hf_model(variant)
@@ -314,7 +315,7 @@ def test_insert_prompt_slots_keeps_a_leading_token():
   np.testing.assert_array_equal(positions, [[1, 2], [1, 2]])
 
 
-@pytest.mark.parametrize('variant', ['roberta', 'gpt2'])
+@pytest.mark.parametrize('variant', ['gpt2'])
 def test_lpt_generator_as_hook(variant, tmp_path):
   """lpt.py's generator + insert work as the hook: padding-blind, differentiable, prompt attended to."""
   from prompt_recycling import lpt  # pylint: disable=g-import-not-at-top
@@ -371,7 +372,7 @@ def test_older_tensor_names_load_the_same(variant, tmp_path):
     np.testing.assert_array_equal(flat_old[name], value, err_msg=name)
 
 
-@pytest.mark.parametrize('variant', ['albert', 'gpt2'])
+@pytest.mark.parametrize('variant', ['albert'])
 def test_bfloat16_activations_change_only_precision(variant, tmp_path):
   import dataclasses  # pylint: disable=g-import-not-at-top
   model = _hf_model(variant)
