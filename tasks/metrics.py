@@ -214,6 +214,9 @@ def mixture_metrics(results: Mapping[str, Mapping[str, float]]) -> Dict[str, flo
     macro-averaged under its own name (LAMA: 'p@1' over the 41 relations);
     and 'average', the macro average of each task's headline metric (LAMA:
     P@1; SuperGLUE: accuracy, CB's macro-F1, MultiRC's F1a, ReCoRD's EM).
+    Deviation, named 'headline average': T5's SuperGLUE score first averages
+    the two metrics of CB, MultiRC and ReCoRD; one metric per task keeps LAMA's
+    average its P@1. Every task's metrics are reported, so either is at hand.
   """
   if not results:
     raise ValueError('A mixture evaluation needs the results of at least one task.')
