@@ -18,7 +18,7 @@ from conftest import REPO, shared_path
 
 pytest.importorskip('seqio')
 
-TIMEOUT_S = 300
+TIMEOUT_S = 600  # A hang guard, generous for a loaded 2-core machine.
 
 
 def _free_port():
