@@ -5,8 +5,16 @@ for every example and predicts the most likely; decoding generates with the
 KV cache. Both produce strings that go through the task's postprocessor and
 metric functions, so the numbers are the task's official ones whichever way
 the predictions were made. Nothing here imports SeqIO: a task is passed as
-its pieces (`decode`, `postprocess`, `metric_fns`).
+its pieces (`decode`, `postprocess`, `metric_fns`); `task_evaluator` reads a
+registered task or mixture (each task of a mixture with its own metrics, then
+their macro averages, `tasks.metrics.mixture_metrics`).
+
+Multi-host: every process holds all the examples and builds the same global
+batches; it feeds its own rows (`data.host_rows`) and reads the replicated
+scores or tokens of the whole batch, so every process predicts every example
+exactly as one process does (see `data`'s module docstring).
 """
+import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import jax
@@ -18,10 +26,17 @@ from prompt_recycling import partitioning
 Example = Mapping[str, Any]
 
 
-def _global_batches(examples: Sequence[Example], batch_size: int, lengths: Mapping[str, int]):
+def _global_batches(examples: Sequence[Example], batch_size: int, lengths: Mapping[str, int],
+                    mesh):
+  """(this process's rows as a global array, [batch_size] valid mask of the global batch).
+
+  The last batch is padded with empty rows; all processes see the same
+  examples, so they run the same number of steps.
+  """
+  data.host_batch_size(batch_size)  # Fails early when the rows do not split over processes.
   for batch in data.batches(examples, batch_size, lengths, pad_last=True):
     valid = batch.pop('valid')
-    yield batch, valid
+    yield partitioning.shard_batch(data.host_rows(batch), mesh), valid
 
 
 def rank_classify(steps, params, frozen, examples: Sequence[Example],
@@ -32,7 +47,7 @@ def rank_classify(steps, params, frozen, examples: Sequence[Example],
   Args:
     steps: `trainer.Steps`.
     params, frozen: the prompt method's and the model's parameters.
-    examples: dicts with `inputs` token ids.
+    examples: dicts with `inputs` token ids, the same on every process.
     candidates: token ids of each candidate target (EOS included).
     batch_size: global batch size (divisible by the data-parallel devices).
     feature_lengths: {'inputs': L, 'targets': T}.
@@ -44,8 +59,7 @@ def rank_classify(steps, params, frozen, examples: Sequence[Example],
   for c, cand in enumerate(candidates):
     with_target = [{'inputs': ex['inputs'], 'targets': cand} for ex in examples]
     row = 0
-    for batch, valid in _global_batches(with_target, batch_size, feature_lengths):
-      sharded = partitioning.shard_batch(data.host_rows(batch), steps.mesh)
+    for sharded, valid in _global_batches(with_target, batch_size, feature_lengths, steps.mesh):
       s = np.asarray(steps.score(params, frozen, sharded))[valid]
       scores[row:row + len(s), c] = s
       row += len(s)
@@ -56,8 +70,7 @@ def greedy_predict(steps, params, frozen, examples: Sequence[Example], *, batch_
                    feature_lengths: Mapping[str, int]) -> List[np.ndarray]:
   """Decoded target tokens per example, cut at EOS (kept out)."""
   out = []
-  for batch, valid in _global_batches(examples, batch_size, feature_lengths):
-    sharded = partitioning.shard_batch(data.host_rows(batch), steps.mesh)
+  for sharded, valid in _global_batches(examples, batch_size, feature_lengths, steps.mesh):
     tokens = np.asarray(steps.predict(params, frozen, sharded, feature_lengths['targets']))[valid]
     for row in tokens:
       eos = np.flatnonzero(row == 1)
@@ -117,22 +130,57 @@ def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
 def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, int], mode: str,
                    batch_size: int, max_examples: Optional[int] = None,
                    label_words: Optional[Sequence[str]] = None) -> Callable[..., Dict[str, float]]:
-  """`(steps, params, frozen, step) -> metrics` for a registered SeqIO task.
+  """`(steps, params, frozen, step) -> metrics` for a registered SeqIO task or mixture.
 
-  The examples are read once; each call predicts them all with the current
-  prompt. `max_examples` evaluates on a fixed random subset of the split
-  (`data.sample`, seed 0), never on its first rows. Label words default to
-  the task's verbalizers (`tasks.label_words`).
+  The examples are read once, the whole split on every process; each call
+  predicts them all with the current prompt. `max_examples` evaluates on a
+  fixed random subset of the split (`data.sample`, seed 0), never on its
+  first rows. Label words default to the task's verbalizers
+  (`tasks.label_words`).
+
+  A mixture is evaluated task by task, each with its own label words,
+  postprocessor and metrics (and `max_examples` each); the result is
+  `tasks.metrics.mixture_metrics`: '<task>/<metric>', each metric all tasks
+  share macro-averaged under its own name, and 'average' (LAMA: P@1 per
+  relation and over the 41 relations). In 'rank' mode a task without label
+  words (ReCoRD) is decoded.
   """
+  import seqio  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top
+  from tasks import metrics as task_metrics  # pylint: disable=g-import-not-at-top
   task = data.get_task(task_name)
-  examples = data.sample(data.seqio_examples(task_name, split, feature_lengths, shuffle=False),
-                         max_examples)
+  if not isinstance(task, seqio.Mixture):
+    return _single_task_evaluator(task, split=split, feature_lengths=feature_lengths, mode=mode,
+                                  batch_size=batch_size, max_examples=max_examples,
+                                  label_words=label_words)
+  evaluators = {}
+  for sub in task.tasks:
+    sub_mode = mode
+    if mode == 'rank' and label_words is None and tasks.label_words(sub.name) is None:
+      logging.warning('%s has no label words to rank (a generative task): decoding it.', sub.name)
+      sub_mode = 'decode'
+    evaluators[sub.name] = _single_task_evaluator(
+        sub, split=split, feature_lengths=feature_lengths, mode=sub_mode, batch_size=batch_size,
+        max_examples=max_examples, label_words=label_words)
+
+  def evaluate_fn(steps, params, frozen, step):
+    results = {name: fn(steps, params, frozen, step) for name, fn in evaluators.items()}
+    return task_metrics.mixture_metrics(results)
+  return evaluate_fn
+
+
+def _single_task_evaluator(task, *, split: str, feature_lengths: Mapping[str, int], mode: str,
+                           batch_size: int, max_examples: Optional[int],
+                           label_words: Optional[Sequence[str]]) -> Callable[..., Dict[str, float]]:
+  """`task_evaluator` for one `seqio.Task`."""
+  import tasks  # pylint: disable=g-import-not-at-top
+  examples = data.sample(data.seqio_examples(task.name, split, feature_lengths, shuffle=False,
+                                             per_host=False), max_examples)
   if not examples:
-    raise ValueError(f'Task {task_name!r} has no {split!r} examples.')
+    raise ValueError(f'Task {task.name!r} has no {split!r} examples.')
   vocab = task.output_features['targets'].vocabulary
   if mode == 'rank' and label_words is None:
-    label_words = tasks.label_words(task_name)
+    label_words = tasks.label_words(task.name)
   fns = getattr(task, 'predict_metric_fns', None) or task.metric_fns
 
   def evaluate_fn(steps, params, frozen, step):

@@ -9,13 +9,12 @@ r"""Tunes a prompt on a frozen T5, t5x-style.
 
 Rerunning the same command after a preemption resumes from the latest
 checkpoint in MODEL_DIR. Multi-host (Cloud TPU pods): every host runs the same
-command with `--multihost`, which calls `jax.distributed.initialize()` first.
+command with `--multihost` (see `gin_setup`).
 """
 import logging
 import re
 from typing import Any, Mapping, Optional
 
-from absl import flags
 import gin
 import jax
 
@@ -27,9 +26,6 @@ from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
 from prompt_recycling.models import t5
-
-_MULTIHOST = flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
-                               '(Cloud TPU pods and multi-process GPU runs).')
 
 
 def load_frozen(initial_checkpoint_path: Optional[str], config: t5.T5Config, seed: int):
@@ -79,7 +75,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   model = t5.T5(model_config)
   mesh = partitioning.make_mesh(num_partitions)
   host_bs = data.host_batch_size(batch_size)
-  data.get_task(mixture_or_task_name)  # Fail fast on an unknown name.
+  task = data.get_task(mixture_or_task_name)  # Fail fast on an unknown name.
 
   def make_batches(start_step):
     examples = data.seqio_examples(mixture_or_task_name, train_split, lengths, shuffle=True,
@@ -91,6 +87,11 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     eval_fn = evaluation.task_evaluator(mixture_or_task_name, split=eval_split,
                                         feature_lengths=lengths, mode=eval_mode,
                                         batch_size=batch_size, max_examples=eval_examples)
+  if best_metric and hasattr(task, 'tasks') and best_metric != 'average':
+    # A mixture: each task has its own metrics; best.json tracks their macro average.
+    logging.info('%s is a mixture: best.json tracks the macro average of its tasks\' '
+                 'headline metrics (\'average\'), not %r.', mixture_or_task_name, best_metric)
+    best_metric = 'average'
   run_info = {'model_config': model_config.__dict__, 'task': mixture_or_task_name,
               'prompt_shapes': jax.tree.map(lambda x: list(x.shape), jax.eval_shape(
                   prompt_method.init, jax.random.key(0), frozen))}
@@ -116,8 +117,6 @@ def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_st
 
 def main(argv):
   del argv
-  if _MULTIHOST.value:
-    jax.distributed.initialize()
   train()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
 
 

@@ -107,14 +107,20 @@ def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Array, *, mode
   """One optimizer step on `batch`, averaged over `accum_steps` microbatches.
 
   The loss is the mean cross entropy per target token of the whole batch (plus
-  z-loss), so accumulation changes memory, not the update.
+  z-loss), so accumulation changes memory, not the update. Microbatch i is
+  rows i, i + accum_steps, i + 2 * accum_steps, ... (as MaxText's
+  `reshape_to_microbatch_accumulations`): with the batch split over the `data`
+  axis in contiguous blocks, every device's block holds its share of every
+  microbatch, so the scan slices the batch without moving rows between
+  devices (a contiguous split would all-gather each microbatch).
 
   Returns:
     (new state, metrics {'loss', 'cross_ent_loss', 'z_loss', 'num_tokens', 'grad_norm',
     'params_finite'}).
   """
   rng = jax.random.fold_in(rng, state.step)
-  micro = jax.tree.map(lambda x: x.reshape((accum_steps, -1) + x.shape[1:]), batch)
+  # [batch, ...] -> [accum_steps, batch / accum_steps, ...], rows strided by accum_steps.
+  micro = jax.tree.map(lambda x: x.reshape((-1, accum_steps) + x.shape[1:]).swapaxes(0, 1), batch)
 
   def sums(params, mb, mb_rng):
     logits = _logits(params, frozen, mb, mb_rng, model=model, method=method,

@@ -12,6 +12,7 @@ reports percentages (0-100) as T5 does. Plain numpy/python: no TensorFlow.
                  of questions (paragraph idx, question idx) whose options are all right
   ReCoRD         em / f1: max over the gold answers, SQuAD normalisation, each query once
   LAMA           p@1: Precision@1, macro-averaged over relations
+  mixtures       each task's metrics and their macro averages (`mixture_metrics`)
 
 Rank classification, the way to get P@1 and class predictions without decoding,
 is `rank_classification`: log-likelihood scores of every candidate -> the best
@@ -199,6 +200,31 @@ def macro_average(results: Mapping[str, Mapping[str, float]], metric: str) -> fl
     raise KeyError(f'{metric!r} is missing from the results of '
                    f'{missing or "every task (none given)"}.')
   return float(np.mean([r[metric] for r in results.values()]))
+
+
+def mixture_metrics(results: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
+  """A mixture's evaluation from its tasks' results: each task's, and their macro averages.
+
+  Args:
+    results: task name -> that task's metrics (in the order its metric
+      functions report them; the first is the task's headline metric).
+
+  Returns:
+    '<task>/<metric>' for every task's metric; each metric every task reports,
+    macro-averaged under its own name (LAMA: 'p@1' over the 41 relations);
+    and 'average', the macro average of each task's headline metric (LAMA:
+    P@1; SuperGLUE: accuracy, CB's macro-F1, MultiRC's F1a, ReCoRD's EM).
+    Deviation, named 'headline average': T5's SuperGLUE score first averages
+    the two metrics of CB, MultiRC and ReCoRD; one metric per task keeps LAMA's
+    average its P@1. Every task's metrics are reported, so either is at hand.
+  """
+  if not results:
+    raise ValueError('A mixture evaluation needs the results of at least one task.')
+  out = {f'{name}/{k}': float(v) for name, r in results.items() for k, v in r.items()}
+  shared = set.intersection(*(set(r) for r in results.values()))
+  out.update({k: macro_average(results, k) for k in sorted(shared)})
+  out['average'] = float(np.mean([next(iter(r.values())) for r in results.values()]))
+  return out
 
 
 # --- Rank classification -----------------------------------------------------

@@ -121,3 +121,17 @@ def test_postprocessors_accept_bytes_and_str():
       'answers': ['Bhutto', 'Benazir Bhutto'], 'group': (1, 2)}
   assert postprocessors.lama(b'Paris', example={'predicate_id': b'P19'}, is_target=True) == {
       'object': 'Paris', 'relation': 'P19'}
+
+
+def test_mixture_metrics_reports_each_task_and_the_macro_averages():
+  results = {'lama_trex_P19': {'p@1': 30.0, 'exact_match': 40.0},
+             'lama_trex_P20': {'p@1': 50.0, 'exact_match': 50.0},
+             'super_glue_cb_v102': {'macro_f1': 20.0, 'accuracy': 60.0, 'p@1': 10.0}}
+  out = metrics.mixture_metrics(results)
+  assert out['lama_trex_P20/exact_match'] == 50.0
+  assert out['super_glue_cb_v102/accuracy'] == 60.0
+  assert out['p@1'] == pytest.approx(30.0)  # Shared by every task: (30 + 50 + 10) / 3.
+  assert 'exact_match' not in out and 'accuracy' not in out  # Not reported by every task.
+  assert out['average'] == pytest.approx((30.0 + 50.0 + 20.0) / 3)  # Each task's first metric.
+  with pytest.raises(ValueError, match='at least one task'):
+    metrics.mixture_metrics({})
