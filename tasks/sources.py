@@ -33,6 +33,7 @@ import pathlib
 import re
 from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -133,20 +134,25 @@ _SPLIT_SPEC = re.compile(r'^(\w+)(?:\[(-?\d*):(-?\d*)\])?$')
 
 
 _SLICE_SEED = 0
-_LOCAL_COUNTS: Dict[Tuple[str, pathlib.Path], int] = {}  # (dataset, file) -> examples.
+_LOCAL_ROWS: Dict[Tuple[str, pathlib.Path], list] = {}  # (dataset, file) -> its examples.
 
 
-def _count_local(fmt: LocalFormat, layout: LocalLayout, directory: pathlib.Path,
-                 path: pathlib.Path) -> int:
+def _local_rows(fmt: LocalFormat, split: str, root: pathlib.Path) -> list:
+  layout, directory, path = find_local_file(fmt, root, split)
   key = (fmt.name, path)
-  if key not in _LOCAL_COUNTS:
-    _LOCAL_COUNTS[key] = sum(1 for _ in layout.read(path, directory))
-  return _LOCAL_COUNTS[key]
+  if key not in _LOCAL_ROWS:
+    _LOCAL_ROWS[key] = list(layout.read(path, directory))
+  return _LOCAL_ROWS[key]
 
 
 def _local_slice(fmt: LocalFormat, root: pathlib.Path, spec: str, *, shuffle: bool,
                  seed: Optional[int]) -> tf.data.Dataset:
-  """The examples of a split spec ('train', 'train[:-1000]', 'train[-1000:]'), TFDS's slicing."""
+  """The examples of a split spec ('train', 'train[:-1000]', 'train[-1000:]'), TFDS's slicing.
+
+  Release files are often sorted by label (IMDB: 12,500 negatives first), so a
+  slice is taken from a fixed permutation (seed 0) of the split, not from its
+  file order; a sliced split is held in memory.
+  """
   match = _SPLIT_SPEC.match(spec)
   if not match:
     raise ValueError(f'Split {spec!r}: expected a split name, optionally sliced as '
@@ -154,14 +160,11 @@ def _local_slice(fmt: LocalFormat, root: pathlib.Path, spec: str, *, shuffle: bo
   split, start, stop = match.groups()
   if start is None:
     return local_dataset(fmt, root, split, shuffle=shuffle, seed=seed)
-  layout, directory, path = find_local_file(fmt, root, split)
-  count = _count_local(fmt, layout, directory, path)
-  rows = range(count)[slice(int(start) if start else None, int(stop) if stop else None)]
-  # Release files are often sorted by label (IMDB: 12,500 negatives first), so
-  # a slice is taken from a fixed permutation of the split, not its file order.
-  ds = local_dataset(fmt, root, split).shuffle(_FULL_SHUFFLE_BUFFER, seed=_SLICE_SEED,
-                                               reshuffle_each_iteration=False)
-  ds = ds.skip(rows.start).take(len(rows))
+  rows = _local_rows(fmt, split, root)
+  order = np.random.default_rng(_SLICE_SEED).permutation(len(rows))
+  chosen = order[slice(int(start) if start else None, int(stop) if stop else None)]
+  ds = tf.data.Dataset.from_generator(lambda: (rows[i] for i in chosen),
+                                      output_signature=dict(fmt.signature))
   if shuffle:
     ds = ds.shuffle(_FULL_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
   return ds
