@@ -102,6 +102,8 @@ def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> Dic
   """
   _check_lengths(targets, predictions)
   t = np.asarray(targets, np.int64)
+  if np.any((t != 0) & (t != 1)):
+    raise ValueError('matthews_corrcoef needs 0/1 targets; got others (an unlabelled split?).')
   p = np.asarray(predictions, np.int64)
   p = np.where((p == 0) | (p == 1), p, 1 - t)
   tp = float(np.sum((p == 1) & (t == 1)))
@@ -331,8 +333,8 @@ def rank_classification_metrics(scores: np.ndarray, target_ids: Sequence[int], *
   The prediction is the best-scoring candidate. Two classes: accuracy, 'f1' of
   class 1, and 'auc-roc' / 'auc-pr' of class 1's probability (softmax over the
   two scores). More classes: accuracy and 'mean_<n>class_f1'. All x 100.
-  Normalise the scores first (`normalize_by_length`) for T5's
-  `normalize_by_target_length=True`.
+  Pass length-normalised scores (`prompt_recycling.evaluation.reduce_scores`)
+  for T5's `normalize_by_target_length=True`.
 
   Args:
     scores: [num_examples, num_classes] log-likelihoods (or normalised scores).
@@ -369,23 +371,6 @@ def rank_classification_metrics(scores: np.ndarray, target_ids: Sequence[int], *
   result['auc-roc'] = 100 * _roc_auc(target_ids, positive_probability, weights)
   result['auc-pr'] = 100 * _average_precision(target_ids, positive_probability, weights)
   return result
-
-
-def normalize_by_length(scores: np.ndarray, target_lengths: np.ndarray) -> np.ndarray:
-  """Length-normalised scores: each log-likelihood divided by its target's length.
-
-  T5's `normalize_by_target_length`: the length is the number of target
-  tokens including EOS (`len(example['targets'])` after EOS is appended).
-
-  Args:
-    scores: [num_examples, num_candidates] summed log-likelihoods.
-    target_lengths: [num_candidates] or [num_examples, num_candidates] token counts.
-  """
-  scores = np.asarray(scores, np.float64)
-  lengths = np.broadcast_to(np.asarray(target_lengths, np.float64), scores.shape)
-  if np.any(lengths <= 0):
-    raise ValueError(f'Target lengths must be positive (they include EOS); got {target_lengths}.')
-  return scores / lengths
 
 
 # --- Benchmark scores ----------------------------------------------------------

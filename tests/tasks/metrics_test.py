@@ -129,6 +129,8 @@ def test_matthews_corrcoef():
   assert metrics.matthews_corrcoef([1, 1, 0, 0, 1], [1, 1, 1, 0, -1]) == {
       'matthews_corrcoef': pytest.approx(100 / 6)}
   assert metrics.matthews_corrcoef([1, 1], [1, 1]) == {'matthews_corrcoef': 0.0}
+  with pytest.raises(ValueError, match='unlabelled'):
+    metrics.matthews_corrcoef([-1, 1], [1, 1])
 
 
 def test_stsb_correlations():
@@ -165,17 +167,6 @@ def test_rank_classification_metrics_three_classes():
   assert result == {'accuracy': 75.0, 'mean_3class_f1': pytest.approx(100 * (1 + 4 / 3) / 3)}
   with pytest.raises(ValueError, match='class ids'):
     metrics.rank_classification_metrics(scores, [0, 1, 2, -1])
-
-
-def test_length_normalisation_divides_by_the_target_length_with_eos():
-  # 'False' (3 pieces + EOS) vs 'True' (1 + EOS): the sum favours the short label.
-  scores = np.array([[-6.0, -4.0]])
-  assert scores.argmax() == 1
-  normed = metrics.normalize_by_length(scores, [4, 2])
-  np.testing.assert_allclose(normed, [[-1.5, -2.0]])
-  assert normed.argmax() == 0
-  with pytest.raises(ValueError, match='positive'):
-    metrics.normalize_by_length(scores, [0, 2])
 
 
 SUPER_GLUE_RESULTS = {

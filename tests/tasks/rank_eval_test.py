@@ -38,6 +38,15 @@ def _one_by_one(tiny, inputs, target):
   return float(np.asarray(steps.score(params, frozen, sharded))[0])
 
 
+def test_length_normalisation_divides_by_the_target_length_with_eos():
+  # 'False' (3 pieces + EOS) vs 'True' (1 + EOS): the sum favours the short label.
+  candidates = [[5, 6, 7, 1], [8, 1]]
+  assert evaluation.reduce_scores([-6.0, -4.0], candidates, normalize=False).argmax() == 1
+  normed = evaluation.reduce_scores([-6.0, -4.0], candidates, normalize=True)
+  np.testing.assert_allclose(normed, [-1.5, -2.0])
+  assert normed.argmax() == 0
+
+
 def test_rank_scores_score_each_examples_own_candidates_uncut(tiny, t5_vocab):
   encode = lambda s: list(t5_vocab.encode(s)) + [1]
   examples = [{'inputs': encode('record query: who won? entities: A, B')},

@@ -105,3 +105,32 @@ def test_stock_evaluation_runs(name, tiny, monkeypatch):
     assert STOCK['best'] in metrics, (name, metrics)
   assert all(np.isfinite(v) or k.startswith(('auc', 'normed_auc')) for k, v in metrics.items()), (
       name, metrics)
+
+
+@pytest.mark.parametrize('name', ['super_glue_record_v102', 'super_glue_record_v102_taskless'])
+def test_stock_evaluation_ranks_record_entities(name, tiny, tmp_path, monkeypatch):
+  """ReCoRD from the 32-query FewGLUE files (the full release is not local), laid out as
+  the official one: ranked over each query's entities, some longer than the targets length."""
+  fewshot = shared_path('superglue_fewshot_partial', 'ReCoRD')
+  record_dir = tmp_path / 'superglue' / 'ReCoRD'
+  record_dir.mkdir(parents=True)
+  (record_dir / 'train.jsonl').symlink_to(fewshot / 'train.jsonl')
+  (record_dir / 'val.jsonl').symlink_to(fewshot / 'dev32.jsonl')
+  tasks.set_data_source(local_dir=str(tmp_path))
+  monkeypatch.setattr(evaluation.data, 'sample', lambda examples, n, seed=0: evaluation.data.take(
+      examples, n))
+  scored = []
+  score = evaluation.rank_scores
+  monkeypatch.setattr(evaluation, 'rank_scores', lambda *a, **k: scored.append(a[4]) or score(
+      *a, **k))
+  try:
+    evaluate = evaluation.task_evaluator(name, split=STOCK['split'],
+                                         feature_lengths=STOCK['lengths'], mode=STOCK['mode'],
+                                         batch_size=8, max_examples=2)
+    metrics = evaluate(*tiny, 0)
+  finally:
+    tasks.set_data_source(local_dir=str(shared_path()))
+  assert set(metrics) == {'em', 'f1'}
+  candidates = [c for example in scored[0] for c in example]
+  assert len(scored[0]) == 2 and all(len(example) > 2 for example in scored[0])
+  assert max(len(c) for c in candidates) > STOCK['lengths']['targets']  # Scored uncut.
