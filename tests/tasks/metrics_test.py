@@ -240,3 +240,16 @@ def test_glue_score():
   without_wnli = [50, 90, 85, 87, 80, 85, 91, 70]
   assert metrics.glue_score(results, with_wnli=False) == pytest.approx(np.mean(without_wnli))
   assert metrics.glue_score(results) == pytest.approx(np.mean(without_wnli + [56]))
+
+
+@pytest.mark.parametrize('generated,referent,label', [
+    ('the fuzzy bunny', 'bunny', 1),      # Superset, determiner ignored.
+    ('Bunny', 'the fuzzy bunny', 1),      # Subset, case ignored.
+    ("Bob", "Bob's hat", 0),              # Possessive on one side only.
+    ('the', 'Bob', -1),                   # Nothing but determiners: no prediction.
+    ('Tom', 'Bob', 0),
+])
+def test_wsc_simple_postprocessor(generated, referent, label):
+  example = {'targets_pretokenized': referent, 'label': 1}
+  assert postprocessors.wsc_simple(generated, example=example) == label
+  assert postprocessors.wsc_simple(referent, example=example, is_target=True) == 1
