@@ -36,6 +36,23 @@ LESTER_2022 = f'filtered:{ENGLISH_ONLY_PATH}@1000:4000'
 WU_2024_WORDS = 'common_vocab_cased_be_ro_al.txt'
 
 
+# The fit rows each recycler's authors used; `vocabulary='auto'` resolves to these.
+# Wu et al. take anchors from a word list that is not shipped (LAMA's vocabulary is
+# CC BY-NC); 'words:pieces' is their no-list branch (the vocabulary intersection). Pass
+# 'words:<...>/common_vocab_cased_be_ro_al.txt' for their exact anchors.
+_AUTHORS_VOCABULARY = {'relative': 'words:pieces'}
+
+
+def default_vocabulary(recycler: str) -> str:
+  """The authors' fit-set spec for a registered recycler name (`LESTER_2022` unless listed)."""
+  return _AUTHORS_VOCABULARY.get(recycler, LESTER_2022)
+
+
+def resolve(spec: str, recycler: str) -> str:
+  """`spec`, or the recycler's `default_vocabulary` when `spec` is 'auto'."""
+  return default_vocabulary(recycler) if spec == 'auto' else spec
+
+
 def load_filtered_vocab(path: str, file_order: bool = False) -> np.ndarray:
   """Token ids of a filtered-vocabulary JSON file, sorted (or in file order).
 
@@ -178,9 +195,7 @@ _FILTERED = re.compile(r'^filtered:(.+\.json)@(\d+):(\d+)$')
 _WORDS = re.compile(r'^words:(.+)$')
 
 
-def select(spec: str, vocab_size: int,
-           encode: Optional[Callable[[str], Sequence[int]]] = None,
-           unk_id: Optional[int] = 2) -> np.ndarray:
+def select(spec: str, vocab_size: int, tokenizer=None) -> np.ndarray:
   """Ids named by a one-string spec, checked against a table of `vocab_size` rows.
 
   Args:
@@ -188,12 +203,17 @@ def select(spec: str, vocab_size: int,
       'filtered:PATH@OFFSET:NUM': entries OFFSET..OFFSET+NUM-1 of a filtered
         vocabulary JSON, in file order (`LESTER_2022`, the authors' fit set);
       'words:PATH': the single-token anchor words of a word list
-        (`single_token_anchors` with the one `encode`), in list order;
+        (`single_token_anchors`), in list order (Wu et al.'s anchors: PATH =
+        OptiPrompt's `common_vocab_cased_be_ro_al.txt`);
+      'words:pieces': the same over the tokenizer's own whole-word pieces (the
+        authors' no-word-list branch: the models' vocabulary intersection,
+        which for models sharing one tokenizer is that tokenizer's words);
       'all'; 'first:N' or 'first:N@OFFSET' (raw ids); or the path of a
         filtered vocabulary JSON file (all its ids, ascending).
     vocab_size: rows of the (smaller) embedding table the ids index.
-    encode: `text -> ids` of the models' shared tokenizer (needed by 'words:').
-    unk_id: that tokenizer's UNK id (T5: 2).
+    tokenizer: for 'words:', the models' shared tokenizer: `.encode(text)`,
+      `.unk_id` and `.pieces()`; None loads the T5 SentencePiece model shipped
+      with the package.
 
   Returns:
     [num_tokens] int64 ids.
@@ -213,10 +233,14 @@ def select(spec: str, vocab_size: int,
     return ids
   match = _WORDS.match(spec)
   if match:
-    if encode is None:
-      raise ValueError(f'Vocabulary spec {spec!r} needs the tokenizer (encode=) to find the '
-                       'single-token words.')
-    _, ids = single_token_anchors(read_word_list(match.group(1)), [encode], [unk_id])
+    if tokenizer is None:
+      from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
+      tokenizer = vocabulary.get_vocabulary(str(_ASSETS / 'sentencepiece.model'))
+    if match.group(1) == 'pieces':
+      words = [p[1:] for p in tokenizer.pieces() if p.startswith('\u2581') and len(p) > 1]
+    else:
+      words = read_word_list(match.group(1))
+    _, ids = single_token_anchors(words, [tokenizer.encode], [tokenizer.unk_id])
     # Two words can share a token; the first keeps it.
     _, first = np.unique(ids[0], return_index=True)
     ids = ids[0][np.sort(first)]

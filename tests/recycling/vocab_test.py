@@ -124,12 +124,16 @@ def test_words_spec_on_the_real_t5_vocabulary(sentencepiece_model):
   from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
   words_path = shared_path('lama', 'common_vocabs', vocab.WU_2024_WORDS)
   t5 = vocabulary.get_vocabulary(str(sentencepiece_model))
-  ids = vocab.select(f'words:{words_path}', T5_VOCAB_ROWS, encode=t5.encode, unk_id=2)
+  ids = vocab.select(f'words:{words_path}', T5_VOCAB_ROWS, tokenizer=t5)
   # 11,609 of the 17,230 BERT/RoBERTa/ALBERT words are one T5 piece after a space.
   assert ids.shape == (11609,)
   words, _ = vocab.single_token_anchors(vocab.read_word_list(str(words_path)), [t5.encode], [2])
   assert 'Paris' in words and t5.encode(' Paris') == [int(ids[words.index('Paris')])]
   assert ids[0] == t5.encode(' ' + words[0])[0] and len(t5.encode(' ' + words[0])) == 1
   assert 2 not in ids.tolist()
-  with pytest.raises(ValueError, match="needs the tokenizer"):
-    vocab.select(f'words:{words_path}', T5_VOCAB_ROWS)
+  # Without a tokenizer, the shipped T5 SentencePiece model (the same vocabulary).
+  np.testing.assert_array_equal(vocab.select(f'words:{words_path}', T5_VOCAB_ROWS), ids)
+  # The tokenizer's own whole-word pieces: no word list needed.
+  pieces = vocab.select('words:pieces', T5_VOCAB_ROWS, tokenizer=t5)
+  assert pieces.size == 22084 and pieces[:4].tolist() == [8, 11, 12, 13]  # the, and, to, of.
+  assert t5.encode(' the') == [8]
