@@ -193,6 +193,7 @@ def all_ids(vocab_size: int) -> np.ndarray:
 _FIRST = re.compile(r'^first:(\d+)(?:@(\d+))?$')
 _FILTERED = re.compile(r'^filtered:(.+\.json)@(\d+):(\d+)$')
 _WORDS = re.compile(r'^words:(.+)$')
+_STRING = re.compile(r'^string:(.+)$', re.DOTALL)
 
 
 def select(spec: str, vocab_size: int, tokenizer=None) -> np.ndarray:
@@ -205,6 +206,9 @@ def select(spec: str, vocab_size: int, tokenizer=None) -> np.ndarray:
       'words:PATH': the single-token anchor words of a word list
         (`single_token_anchors`), in list order (Wu et al.'s anchors: PATH =
         OptiPrompt's `common_vocab_cased_be_ro_al.txt`);
+      'string:TEXT': the tokens of TEXT, repeats and order kept (wayward
+        prompts: the recycler is fit on the instruction string's tokens only,
+        prompt-tuning `recycle.load_embeddings_from_string`);
       'words:pieces': the same over the tokenizer's own whole-word pieces (the
         authors' no-word-list branch: the models' vocabulary intersection,
         which for models sharing one tokenizer is that tokenizer's words);
@@ -231,11 +235,15 @@ def select(spec: str, vocab_size: int, tokenizer=None) -> np.ndarray:
     ids = filtered_positions(match.group(1), int(match.group(2)), int(match.group(3)))
     check_ids(ids, vocab_size, source=spec)
     return ids
-  match = _WORDS.match(spec)
+  match = _WORDS.match(spec) or _STRING.match(spec)
+  if match and tokenizer is None:
+    from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
+    tokenizer = vocabulary.get_vocabulary(str(_ASSETS / 'sentencepiece.model'))
+  if _STRING.match(spec):
+    ids = np.array(tokenizer.encode(match.group(1)), dtype=np.int64)
+    check_ids(ids, vocab_size, source='string: spec', allow_repeats=True)
+    return ids
   if match:
-    if tokenizer is None:
-      from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
-      tokenizer = vocabulary.get_vocabulary(str(_ASSETS / 'sentencepiece.model'))
     if match.group(1) == 'pieces':
       words = [p[1:] for p in tokenizer.pieces() if p.startswith('\u2581') and len(p) > 1]
     else:
@@ -254,13 +262,15 @@ def select(spec: str, vocab_size: int, tokenizer=None) -> np.ndarray:
                    "'words:PATH', 'all', 'first:N[@OFFSET]' or a .json file.")
 
 
-def check_ids(ids, vocab_size: int, source: str = 'vocabulary ids') -> None:
+def check_ids(ids, vocab_size: int, source: str = 'vocabulary ids',
+              allow_repeats: bool = False) -> None:
   """Raises ValueError unless every id indexes a row of a `vocab_size`-row table.
 
   Args:
     ids: integer ids.
     vocab_size: rows in the embedding table.
     source: where the ids came from (a file name), for the message.
+    allow_repeats: accept an id more than once (a string's tokens).
   """
   ids = np.asarray(ids)
   if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
@@ -270,7 +280,7 @@ def check_ids(ids, vocab_size: int, source: str = 'vocabulary ids') -> None:
   if bad.size:
     raise ValueError(f'{source}: token id {int(bad[0])} is outside the embedding table of '
                      f'{vocab_size} rows ({bad.size} ids out of range, max id {int(ids.max())}).')
-  if np.unique(ids).size != ids.size:
+  if not allow_repeats and np.unique(ids).size != ids.size:
     raise ValueError(f'{source}: ids repeat ({ids.size - np.unique(ids).size} duplicates).')
 
 

@@ -137,3 +137,13 @@ def test_words_spec_on_the_real_t5_vocabulary(sentencepiece_model):
   pieces = vocab.select('words:pieces', T5_VOCAB_ROWS, tokenizer=t5)
   assert pieces.size == 22084 and pieces[:4].tolist() == [8, 11, 12, 13]  # the, and, to, of.
   assert t5.encode(' the') == [8]
+
+
+def test_string_spec_is_the_strings_tokens_with_repeats():
+  # Wayward prompts: the recycler is fit on the instruction's own tokens, repeats included.
+  from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
+  t5 = vocabulary.get_vocabulary(vocab.ENGLISH_ONLY_PATH.replace(
+      'filtered-vocab-english-only.json', 'sentencepiece.model'))
+  text = 'Use the string ` positive ` for the positive class .'
+  ids = vocab.select(f'string:{text}', T5_VOCAB_ROWS)
+  assert ids.tolist() == t5.encode(text) and len(set(ids.tolist())) < ids.size
