@@ -346,13 +346,13 @@ def relative(num_anchors: Optional[int] = None, loss: str = 'cosine',
     target_mean, target_std, target_norm = base.masked_moments(target_anchors, mask)
     _, _, source_norm = base.masked_moments(source_anchors, mask)
     if target_table is None:
-      table = np.asarray(target[:k], np.float64)
+      table = np.asarray(target[:k])
     else:
       base.check_table(target_table, 'target_table')
       if np.shape(target_table)[1] != np.shape(target)[1]:
         raise ValueError(f'target_table has shape {tuple(np.shape(target_table))}; expected '
                          f'[vocab, {np.shape(target)[1]}] (the target anchors\' width).')
-      table = np.asarray(target_table, np.float64)
+      table = np.asarray(target_table)
     if rng is None:
       if cfg.init in ('random', 'xavier'):
         raise ValueError(f"relative(init={cfg.init!r}) needs a PRNG key for fit; found rng=None.")
@@ -363,7 +363,8 @@ def relative(num_anchors: Optional[int] = None, loss: str = 'cosine',
       key = rng
     params = {'source_anchors': source_anchors, 'target_anchors': target_anchors, 'mask': mask,
               # np.mean / np.std (ddof 0) of the whole table, as get_abs_anchors.
-              'table_mean': jnp.float32(table.mean()), 'table_std': jnp.float32(table.std()),
+              'table_mean': jnp.float32(np.mean(table, dtype=np.float64)),
+              'table_std': jnp.float32(np.std(table, dtype=np.float64)),
               'target_mean': target_mean, 'target_std': target_std,
               'norm_ratio': target_norm / source_norm,
               'init_rng': jnp.asarray(key, jnp.uint32)}

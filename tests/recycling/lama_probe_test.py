@@ -92,3 +92,39 @@ def test_precision_at_1_batches_like_fact_by_fact(setup, t5_vocab):
     expected[relation] = 100.0 * np.mean(hits)
   assert result['per_relation'] == pytest.approx(expected)
   assert result['p@1'] == pytest.approx(np.mean(list(expected.values())))
+
+
+def test_lama_transfer_grid_on_the_tiny_model(tmp_path):
+  # A -> B (v2v-lin, relative) and A + A -> B (multi-source relative), two relations; both
+  # names are the real tiny checkpoint (the wiring is under test; it compiles fastest).
+  from prompt_recycling import lama_transfer  # pylint: disable=g-import-not-at-top
+  tiny = str(shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3'))
+  models = {'A': tiny, 'B': tiny}
+  # A small LAMA directory: the real files' first 12 facts of two relations.
+  lama = tmp_path / 'lama'
+  (lama / 'common_vocabs').mkdir(parents=True)
+  real = shared_path('lama')
+  (lama / 'relations.jsonl').write_text((real / 'relations.jsonl').read_text())
+  words = (real / 'common_vocabs' / 'common_vocab_cased.txt').read_text().splitlines()
+  (lama / 'common_vocabs' / 'common_vocab_cased.txt').write_text('\n'.join(words[:3000]))
+  for relation in ('P19', 'P20'):
+    (lama / 'trex_original' / relation).mkdir(parents=True)
+    lines = (real / 'trex_original' / relation / 'test.jsonl').read_text().splitlines()[:12]
+    (lama / 'trex_original' / relation / 'test.jsonl').write_text('\n'.join(lines))
+  rng = np.random.default_rng(0)
+  for name in ('A', 'B'):
+    (tmp_path / name).mkdir()
+    for relation in ('P19', 'P20'):
+      np.save(tmp_path / name / f'{relation}.npy', rng.normal(size=(5, 4)).astype(np.float32))
+  rows = lama_transfer.run(
+      models=models, prompt_dirs={n: str(tmp_path / n) for n in models},
+      transfers=[{'sources': ['A'], 'target': 'B'}, {'sources': ['A', 'A'], 'target': 'B'}],
+      recyclers={'v2v-lin': {'name': 'v2v-lin'},
+                 'relative': {'name': 'relative', 'steps': 5, 'top_k': 500}},
+      lama_dir=str(lama), output_dir=str(tmp_path / 'out'),
+      vocabulary_path=str(shared_path('t5', 'sentencepiece.model')), batch_size=16)
+  kinds = {(r['transfer'], r['recycler']) for r in rows}
+  assert kinds == {('-> B', 'manual template'), ('B -> B', 'tuned on the target'),
+                   ('A -> B', 'v2v-lin'), ('A -> B', 'relative'), ('A + A -> B', 'relative')}
+  assert len(rows) == 2 * len(kinds) and all(0 <= r['p@1'] <= 100 for r in rows)
+  assert 'A + A -> B | relative' in (tmp_path / 'out' / 'summary.md').read_text()
