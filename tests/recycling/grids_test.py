@@ -48,3 +48,14 @@ def test_wayward_gin_builds_the_authors_wayward_method():
                           cwd=REPO, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip().splitlines()[-1] == 'True'
+
+
+def test_wu2024_lama_grid_binds_base_large_and_a_multi_source_transfer():
+  bound = _parse('lama_transfer', 'gin_configs/recycling/wu2024_lama_t5.gin',
+                 "OUTPUT_DIR = '/tmp/x'", "PROMPT_DIRS = {'Base': '/p/base'}")
+  assert {'sources': ['Base'], 'target': 'Large'} in bound['transfers']
+  assert {'sources': ['Large'], 'target': 'Base'} in bound['transfers']
+  assert any(len(t['sources']) > 1 for t in bound['transfers'])
+  from prompt_recycling import recycling  # pylint: disable=g-import-not-at-top
+  assert {r['name'] for r in bound['recyclers'].values()} == set(recycling.recycler_names())
+  assert bound['models']['Large'].endswith('t5_1_1_lm100k_large/checkpoint_1100000')
