@@ -11,8 +11,14 @@ postprocessing. `to_batch` applies the encoder-decoder conversion of SeqIO's
   decoder_loss_weights  = 1 where the target is not padding
 
 SeqIO (and with it TensorFlow) is imported only by the functions that read
-tasks, so the core runs without it. Multi-host: each process reads its own
-shard of the examples and yields its rows of the global batch.
+tasks, so the core runs without it.
+
+Multi-host. Training: each process reads its own shard of the stream and
+yields its rows of every global batch. Evaluation and inference: every process
+reads the whole split (`seqio_examples(..., per_host=False)`), builds the same
+global batches and feeds its contiguous rows (`host_rows`); the replicated
+outputs then line up with the same examples on every process, and every
+process runs the same number of steps (no shards of unequal length to hang on).
 """
 import itertools
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
@@ -90,9 +96,12 @@ def host_rows(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
   `partitioning.shard_batch` reassembles the global batch from these slices in
   process order, so the result is the same batch on any number of hosts.
+
+  Raises:
+    ValueError: if the batch's rows do not split evenly over the processes.
   """
   n, i = jax.process_count(), jax.process_index()
-  rows = len(next(iter(batch.values()))) // n
+  rows = host_batch_size(len(next(iter(batch.values()))))
   return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
 
 
@@ -135,8 +144,8 @@ def get_task(name: str):
 
 def seqio_examples(task_name: str, split: str, feature_lengths: Mapping[str, int], *,
                    shuffle: bool, seed: Optional[int] = None, repeat: bool = False,
-                   skip: int = 0) -> Iterator[Dict[str, Any]]:
-  """Tokenized examples of a SeqIO task, this host's shard, as numpy dicts.
+                   skip: int = 0, per_host: bool = True) -> Iterator[Dict[str, Any]]:
+  """Tokenized examples of a SeqIO task, as numpy dicts.
 
   Args:
     task_name: a registered task or mixture.
@@ -145,10 +154,14 @@ def seqio_examples(task_name: str, split: str, feature_lengths: Mapping[str, int
     shuffle, seed: SeqIO's deterministic shuffling.
     repeat: loop over the data forever (training).
     skip: examples of this host's stream to skip (resuming at a data position).
+    per_host: this process's shard (training); False: the whole split on
+      every process (evaluation and inference; see the module docstring).
   """
   import seqio  # pylint: disable=g-import-not-at-top
   task = get_task(task_name)
-  shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+  shard = None
+  if per_host:
+    shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
   ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=shuffle, seed=seed,
                         shard_info=shard, num_epochs=None if repeat else 1, use_cached=False)
   if skip:

@@ -8,6 +8,10 @@ r"""Evaluates a prompt on a task with the task's metrics (rank classification or
 
 Prints one JSON line of metrics (and writes it to EVAL_OUTPUT if set). A
 recycled prompt (`prompt_recycling.recycle --output_path=...`) loads the same way.
+
+Multi-host: every process runs the same command with `--multihost` (see
+`gin_setup`); each reads the whole split and scores its rows of every batch,
+so the result equals one process's.
 """
 import json
 import logging

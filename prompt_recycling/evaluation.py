@@ -5,8 +5,16 @@ for every example and predicts the most likely; decoding generates with the
 KV cache. Both produce strings that go through the task's postprocessor and
 metric functions, so the numbers are the task's official ones whichever way
 the predictions were made. Nothing here imports SeqIO: a task is passed as
-its pieces (`decode`, `postprocess`, `metric_fns`).
+its pieces (`decode`, `postprocess`, `metric_fns`); `task_evaluator` reads a
+registered task or mixture (each task of a mixture with its own metrics, then
+their macro averages, `tasks.metrics.mixture_metrics`).
+
+Multi-host: every process holds all the examples and builds the same global
+batches; it feeds its own rows (`data.host_rows`) and reads the replicated
+scores or tokens of the whole batch, so every process predicts every example
+exactly as one process does (see `data`'s module docstring).
 """
+import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import jax
@@ -18,51 +26,86 @@ from prompt_recycling import partitioning
 Example = Mapping[str, Any]
 
 
-def _global_batches(examples: Sequence[Example], batch_size: int, lengths: Mapping[str, int]):
+def _global_batches(examples: Sequence[Example], batch_size: int, lengths: Mapping[str, int],
+                    mesh):
+  """(this process's rows as a global array, [batch_size] valid mask of the global batch).
+
+  The last batch is padded with empty rows; all processes see the same
+  examples, so they run the same number of steps.
+  """
+  data.host_batch_size(batch_size)  # Fails early when the rows do not split over processes.
   for batch in data.batches(examples, batch_size, lengths, pad_last=True):
     valid = batch.pop('valid')
-    yield batch, valid
+    yield partitioning.shard_batch(data.host_rows(batch), mesh), valid
 
 
-def rank_classify(steps, params, frozen, examples: Sequence[Example],
-                  candidates: Sequence[Sequence[int]], *, batch_size: int,
-                  feature_lengths: Mapping[str, int]) -> np.ndarray:
-  """Index of the most likely candidate target for each example.
+def rank_scores(steps, params, frozen, examples: Sequence[Example],
+                candidates: Sequence[Sequence[Sequence[int]]], *, batch_size: int,
+                feature_lengths: Mapping[str, int]) -> List[np.ndarray]:
+  """Log-likelihood of every candidate target of every example.
 
   Args:
     steps: `trainer.Steps`.
     params, frozen: the prompt method's and the model's parameters.
-    examples: dicts with `inputs` token ids.
-    candidates: token ids of each candidate target (EOS included).
+    examples: dicts with `inputs` token ids, the same on every process.
+    candidates: per example, the token ids of each of its candidate targets
+      (EOS included): a task's label words for all, or the example's own
+      (ReCoRD's entities).
     batch_size: global batch size (divisible by the data-parallel devices).
-    feature_lengths: {'inputs': L, 'targets': T}.
+    feature_lengths: {'inputs': L, 'targets': T}; the targets length grows to
+      the longest candidate, so that no candidate is cut.
 
   Returns:
-    [num_examples] int, the argmax over candidates of the target log-likelihood.
+    [num_examples] arrays of [num_candidates of the example] float32, the
+    summed log-likelihood of each candidate's tokens.
   """
-  scores = np.zeros((len(examples), len(candidates)), np.float32)
-  for c, cand in enumerate(candidates):
-    with_target = [{'inputs': ex['inputs'], 'targets': cand} for ex in examples]
-    row = 0
-    for batch, valid in _global_batches(with_target, batch_size, feature_lengths):
-      sharded = partitioning.shard_batch(data.host_rows(batch), steps.mesh)
-      s = np.asarray(steps.score(params, frozen, sharded))[valid]
-      scores[row:row + len(s), c] = s
-      row += len(s)
-  return scores.argmax(axis=1)
+  pairs = [{'inputs': ex['inputs'], 'targets': cand}
+           for ex, cands in zip(examples, candidates) for cand in cands]
+  lengths = dict(feature_lengths)
+  lengths['targets'] = max([lengths['targets']] + [len(p['targets']) for p in pairs])
+  flat = []
+  for sharded, valid in _global_batches(pairs, batch_size, lengths, steps.mesh):
+    flat.extend(np.asarray(steps.score(params, frozen, sharded))[valid])
+  ends = np.cumsum([len(c) for c in candidates])
+  return np.split(np.asarray(flat, np.float32), ends[:-1])
+
+
+def reduce_scores(scores: Sequence[float], candidates: Sequence[Sequence[int]],
+                  normalize: bool) -> np.ndarray:
+  """A candidate's summed log-likelihood, or (`normalize`) its mean per target token.
+
+  T5's `normalize_by_target_length`: divided by the candidate's length in
+  tokens, EOS included. Summed scores favour short candidates ('True' is 1
+  token, 'False' 3 in T5's vocabulary).
+  """
+  scores = np.asarray(scores, np.float64)
+  if not normalize:
+    return scores
+  return scores / np.asarray([len(c) for c in candidates], np.float64)
+
+
+def rank_classify(steps, params, frozen, examples: Sequence[Example],
+                  candidates: Sequence[Sequence[int]], *, batch_size: int,
+                  feature_lengths: Mapping[str, int], normalize: bool = False) -> np.ndarray:
+  """Index of the most likely of the same candidate targets for each example: [num_examples] int."""
+  scores = rank_scores(steps, params, frozen, examples, [candidates] * len(examples),
+                       batch_size=batch_size, feature_lengths=feature_lengths)
+  return np.asarray([reduce_scores(s, candidates, normalize).argmax() for s in scores])
 
 
 def greedy_predict(steps, params, frozen, examples: Sequence[Example], *, batch_size: int,
                    feature_lengths: Mapping[str, int]) -> List[np.ndarray]:
   """Decoded target tokens per example, cut at EOS (kept out)."""
   out = []
-  for batch, valid in _global_batches(examples, batch_size, feature_lengths):
-    sharded = partitioning.shard_batch(data.host_rows(batch), steps.mesh)
+  for sharded, valid in _global_batches(examples, batch_size, feature_lengths, steps.mesh):
     tokens = np.asarray(steps.predict(params, frozen, sharded, feature_lengths['targets']))[valid]
     for row in tokens:
       eos = np.flatnonzero(row == 1)
       out.append(row[:eos[0]] if len(eos) else row[row > 0])
   return out
+
+
+RANK_MODES = ('rank', 'rank_normalized')
 
 
 def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
@@ -71,37 +114,66 @@ def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
              metric_fns: Sequence[Callable[[list, list], Dict[str, float]]],
              postprocess: Optional[Callable[..., Any]] = None,
              label_words: Optional[Sequence[str]] = None,
-             encode: Optional[Callable[[str], Sequence[int]]] = None) -> Dict[str, float]:
+             encode: Optional[Callable[[str], Sequence[int]]] = None,
+             candidates_feature: Optional[str] = None,
+             rank_metric_fn: Optional[Callable[..., Dict[str, float]]] = None) -> Dict[str, float]:
   """Predicts every example and scores the predictions with the task's metrics.
 
   Args:
-    steps, params, frozen: as in `rank_classify`.
+    steps, params, frozen: as in `rank_scores`.
     examples: dicts with `inputs`, `targets` and, where the task keeps them,
       `targets_pretokenized` and the raw fields its postprocessor reads.
-    mode: 'rank' (classify among `label_words`) or 'decode' (greedy).
-    batch_size, feature_lengths: as in `rank_classify`.
+    mode: 'rank' (the candidate of highest summed log-likelihood),
+      'rank_normalized' (highest log-likelihood per target token, T5's
+      `normalize_by_target_length`) or 'decode' (greedy).
+    batch_size, feature_lengths: as in `rank_scores`.
     decode: token ids -> text.
     metric_fns: `fn(targets, predictions) -> {name: value}`.
     postprocess: `fn(text, example=..., is_target=...)`, the task's postprocessor.
-    label_words: candidate strings for 'rank'.
+    label_words: candidate strings for the rank modes.
     encode: text -> token ids with EOS, for the candidates.
+    candidates_feature: instead of `label_words`, the example feature listing
+      each example's own candidates (ReCoRD's 'entities').
+    rank_metric_fn: `fn(scores [n, classes], target_ids [n]) -> metrics`
+      (`tasks.metrics.rank_classification_metrics`), for label words. Its
+      metrics are added where the task's do not have them (F1, AUC), and
+      again under 'normed_' from the length-normalised scores (as the
+      recycling code reports both).
 
   Returns:
-    {metric name: value}.
+    {metric name: value, 'num_examples': how many examples were scored}.
   """
-  if mode == 'rank':
-    if not label_words or encode is None:
-      raise ValueError("mode='rank' needs the task's label words and an encoder; "
-                       "use mode='decode' for generative tasks.")
-    best = rank_classify(steps, params, frozen, examples, [encode(w) for w in label_words],
-                         batch_size=batch_size, feature_lengths=feature_lengths)
-    predictions = [label_words[i] for i in best]
+  rank_metrics = {}
+  if mode in RANK_MODES:
+    if (not label_words and not candidates_feature) or encode is None:
+      raise ValueError(f'mode={mode!r} needs the task\'s label words (or per-example candidates) '
+                       "and an encoder; use mode='decode' for generative tasks.")
+    if candidates_feature:
+      words = [[str(w.decode() if isinstance(w, bytes) else w) for w in ex[candidates_feature]]
+               for ex in examples]
+    else:
+      words = [list(label_words)] * len(examples)
+    ids = {w: list(encode(w)) for ws in words for w in ws}
+    candidates = [[ids[w] for w in ws] for ws in words]
+    scores = rank_scores(steps, params, frozen, examples, candidates, batch_size=batch_size,
+                         feature_lengths=feature_lengths)
+    predictions = [ws[int(reduce_scores(s, c, mode == 'rank_normalized').argmax())]
+                   for ws, s, c in zip(words, scores, candidates)]
+    gold = [ex.get('targets_pretokenized') for ex in examples]
+    if rank_metric_fn is not None and not candidates_feature and all(
+        g in label_words for g in gold):
+      target_ids = [list(label_words).index(g) for g in gold]
+      raw = np.stack(scores)
+      normed = np.stack([reduce_scores(s, c, True) for s, c in zip(scores, candidates)])
+      rank_metrics = rank_metric_fn(normed if mode == 'rank_normalized' else raw, target_ids)
+      rank_metrics.update({f'normed_{k}': v for k, v in rank_metric_fn(normed, target_ids).items()})
   elif mode == 'decode':
     predictions = [decode(t) for t in greedy_predict(steps, params, frozen, examples,
                                                      batch_size=batch_size,
                                                      feature_lengths=feature_lengths)]
   else:
-    raise ValueError(f"Unknown evaluation mode {mode!r}: expected 'rank' or 'decode'.")
+    raise ValueError(f"Unknown evaluation mode {mode!r}: expected 'rank', 'rank_normalized' "
+                     "or 'decode'.")
   targets = [ex.get('targets_pretokenized') or decode([t for t in ex['targets'] if t > 1])
              for ex in examples]
   if postprocess is not None:
@@ -110,28 +182,67 @@ def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
   metrics = {}
   for fn in metric_fns:
     metrics.update({k: float(getattr(v, 'value', v)) for k, v in fn(targets, predictions).items()})
+  for k, v in rank_metrics.items():
+    metrics.setdefault(k, float(v))
+  metrics['num_examples'] = len(examples)  # The count every metric rests on.
   return metrics
 
 
 def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, int], mode: str,
                    batch_size: int, max_examples: Optional[int] = None,
                    label_words: Optional[Sequence[str]] = None) -> Callable[..., Dict[str, float]]:
-  """`(steps, params, frozen, step) -> metrics` for a registered SeqIO task.
+  """`(steps, params, frozen, step) -> metrics` for a registered SeqIO task or mixture.
 
-  The examples are read once; each call predicts them all with the current
-  prompt. `max_examples` evaluates on a fixed random subset of the split
-  (`data.sample`, seed 0), never on its first rows. Label words default to
-  the task's verbalizers (`tasks.label_words`).
+  The examples are read once, the whole split on every process; each call
+  predicts them all with the current prompt. `max_examples` evaluates on a
+  fixed random subset of the split (`data.sample`, seed 0), never on its
+  first rows. Label words default to the task's verbalizers
+  (`tasks.label_words`).
+
+  A mixture is evaluated task by task, each with its own label words,
+  postprocessor and metrics (and `max_examples` each); the result is
+  `tasks.metrics.mixture_metrics`: '<task>/<metric>', each metric all tasks
+  share macro-averaged under its own name, and 'average' (LAMA: P@1 per
+  relation and over the 41 relations). In 'rank' mode a task without label
+  words (ReCoRD) is decoded.
   """
+  import seqio  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top
+  from tasks import metrics as task_metrics  # pylint: disable=g-import-not-at-top
   task = data.get_task(task_name)
-  examples = data.sample(data.seqio_examples(task_name, split, feature_lengths, shuffle=False),
-                         max_examples)
+  if not isinstance(task, seqio.Mixture):
+    return _single_task_evaluator(task, split=split, feature_lengths=feature_lengths, mode=mode,
+                                  batch_size=batch_size, max_examples=max_examples,
+                                  label_words=label_words)
+  evaluators = {}
+  for sub in task.tasks:
+    sub_mode = mode
+    if mode in RANK_MODES and label_words is None and tasks.label_words(sub.name) is None:
+      logging.warning('%s has no label words to rank (a generative task): decoding it.', sub.name)
+      sub_mode = 'decode'
+    evaluators[sub.name] = _single_task_evaluator(
+        sub, split=split, feature_lengths=feature_lengths, mode=sub_mode, batch_size=batch_size,
+        max_examples=max_examples, label_words=label_words)
+
+  def evaluate_fn(steps, params, frozen, step):
+    results = {name: fn(steps, params, frozen, step) for name, fn in evaluators.items()}
+    return task_metrics.mixture_metrics(results)
+  return evaluate_fn
+
+
+def _single_task_evaluator(task, *, split: str, feature_lengths: Mapping[str, int], mode: str,
+                           batch_size: int, max_examples: Optional[int],
+                           label_words: Optional[Sequence[str]]) -> Callable[..., Dict[str, float]]:
+  """`task_evaluator` for one `seqio.Task`."""
+  import tasks  # pylint: disable=g-import-not-at-top
+  examples = data.sample(data.seqio_examples(task.name, split, feature_lengths, shuffle=False,
+                                             per_host=False), max_examples)
   if not examples:
-    raise ValueError(f'Task {task_name!r} has no {split!r} examples.')
+    raise ValueError(f'Task {task.name!r} has no {split!r} examples.')
   vocab = task.output_features['targets'].vocabulary
-  if mode == 'rank' and label_words is None:
-    label_words = tasks.label_words(task_name)
+  candidates_feature = tasks.registry.candidates_feature(task.name)
+  if mode in RANK_MODES and label_words is None and candidates_feature is None:
+    label_words = tasks.label_words(task.name)
   fns = getattr(task, 'predict_metric_fns', None) or task.metric_fns
 
   def evaluate_fn(steps, params, frozen, step):
@@ -139,5 +250,7 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
     return evaluate(steps, params, frozen, examples, mode=mode, batch_size=batch_size,
                     feature_lengths=feature_lengths, decode=lambda ids: vocab.decode(list(ids)),
                     metric_fns=fns, postprocess=task.postprocess_fn, label_words=label_words,
-                    encode=lambda text: list(vocab.encode(text)) + [1])
+                    encode=lambda text: list(vocab.encode(text)) + [1],
+                    candidates_feature=None if label_words else candidates_feature,
+                    rank_metric_fn=tasks.metrics.rank_classification_metrics)
   return evaluate_fn

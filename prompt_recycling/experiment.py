@@ -10,18 +10,18 @@ prompt (several seeds), and each recycled prompt is evaluated through the
 target model on the task. Written to OUTPUT_DIR:
 
   results.csv    one row per (pair, recycler, prompt): the metric
-  summary.md     mean +- std per recycler and pair, the target's baseline
-                 without a learned prompt, the re-tuned target prompt (upper
-                 bound) where given, and the recycling success rate: the share
-                 of recycled prompts that beat that baseline (Lester et al. 2022)
-  summary.png    the same as a bar chart with error bars and the baseline
+  summary.md     per recycler and pair: mean with a 95% interval, the
+                 recycling success rate (the share of recycled prompts that
+                 beat the target's zero-shot accuracy, Lester et al. 2022) with
+                 its Wilson interval, the zero-shot accuracy and the prompt
+                 re-tuned on the target (upper bound) where given
+                 (`results.py`)
+  summary.png    per pair: each prompt as a dot, means and intervals, the
+                 zero-shot and tuned-on-target references
 
 A model is given as {'name', 'path', 'config'} where path is a T5X checkpoint or
 a Hugging Face directory and config a `T5Config` (None: inferred from the files).
 """
-import csv
-import dataclasses
-import json
 import pathlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -34,22 +34,15 @@ from prompt_recycling import data
 from prompt_recycling import evaluation
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
+from prompt_recycling import results as results_lib
 from prompt_recycling import trainer
 from prompt_recycling.models import t5
 from prompt_recycling.recycling import base as recycling_base
 from prompt_recycling.recycling import vocab as recycling_vocab
 
 
-TUNED = 'tuned on the target'  # A prompt tuned directly on the model it is evaluated on.
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-  source: str
-  target: str
-  recycler: str
-  prompt: str
-  metric: float
+TUNED = results_lib.TUNED
+Result = results_lib.Result
 
 
 def _prompt_name(path: str) -> str:
@@ -162,12 +155,13 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
   bar = tqdm.tqdm(total=total, desc='recycle+eval', unit='prompt', disable=not progress)
   for target_spec in targets:
     target = TargetModel(target_spec, task, split, mode, lengths, batch_size, max_examples, mesh)
-    base_metric = target.baseline()[metric]
-    results.append(Result('-', target_spec['name'], 'baseline', '-', base_metric))
+    scores = target.baseline()
+    results.append(Result('-', target_spec['name'], results_lib.BASELINE, '-', scores[metric],
+                          scores.get('num_examples')))
     for f in (retuned_prompt_files or {}).get(target_spec['name'], ()):
-      value = target.evaluate(prompts.load_prompt(f))[metric]
+      scores = target.evaluate(prompts.load_prompt(f))
       results.append(Result(target_spec['name'], target_spec['name'], TUNED, _prompt_name(f),
-                            value))
+                            scores[metric], scores.get('num_examples')))
     for source_spec in sources:
       if source_spec['name'] == target_spec['name']:
         continue
@@ -182,76 +176,15 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
                                            jax.random.key(seed))
         for f in prompt_files.get(source_spec['name'], ()):
           recycled = np.asarray(recycler.apply(fitted, prompts.load_prompt(f)))
-          value = target.evaluate(recycled)[metric]
+          scores = target.evaluate(recycled)
+          value = scores[metric]
           results.append(Result(source_spec['name'], target_spec['name'], display,
-                                _prompt_name(f), value))
+                                _prompt_name(f), value, scores.get('num_examples')))
           bar.update(1)
           bar.set_postfix(last=f'{display}:{value:.1f}')
   bar.close()
-  write_results(results, out, metric)
+  results_lib.write(results, out, metric)
   return results
-
-
-def summarize(results: Sequence[Result]) -> List[Dict[str, Any]]:
-  """Per (source, target, recycler): mean, std, count and success rate vs the target baseline."""
-  baselines = {r.target: r.metric for r in results if r.recycler == 'baseline'}
-  groups: Dict[tuple, List[float]] = {}
-  for r in results:
-    if r.recycler != 'baseline':
-      groups.setdefault((r.source, r.target, r.recycler), []).append(r.metric)
-  rows = []
-  for (source, target, recycler), values in groups.items():
-    values = np.asarray(values)
-    baseline = baselines.get(target, float('nan'))
-    rows.append({'source': source, 'target': target, 'recycler': recycler, 'n': len(values),
-                 'mean': float(values.mean()), 'std': float(values.std()),
-                 'baseline': baseline, 'success_rate': float(np.mean(values > baseline))})
-  return rows
-
-
-def write_results(results: Sequence[Result], out: pathlib.Path, metric: str) -> None:
-  """results.csv, summary.md and summary.png in `out`."""
-  with (out / 'results.csv').open('w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['source', 'target', 'recycler', 'prompt', metric])
-    for r in results:
-      writer.writerow([r.source, r.target, r.recycler, r.prompt, f'{r.metric:.4f}'])
-  rows = summarize(results)
-  lines = [f'| source -> target | recycler | {metric} (mean +- std) | n | target baseline (no prompt) '
-           '| success rate |', '|---|---|---|---|---|---|']
-  for row in rows:
-    lines.append(f"| {row['source']} -> {row['target']} | {row['recycler']} | "
-                 f"{row['mean']:.2f} +- {row['std']:.2f} | {row['n']} | {row['baseline']:.2f} | "
-                 f"{100 * row['success_rate']:.0f}% |")
-  (out / 'summary.md').write_text('\n'.join(lines) + '\n')
-  (out / 'summary.json').write_text(json.dumps(rows, indent=2))
-  _plot(rows, out / 'summary.png', metric)
-
-
-def _plot(rows: Sequence[Dict[str, Any]], path: pathlib.Path, metric: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  pairs = sorted({(r['source'], r['target']) for r in rows})
-  recyclers = sorted({r['recycler'] for r in rows})
-  fig, axes = plt.subplots(1, len(pairs), figsize=(1.2 + 1.1 * len(recyclers) * len(pairs), 3.6),
-                           squeeze=False)
-  for ax, (source, target) in zip(axes[0], pairs):
-    chosen = [next((r for r in rows if (r['source'], r['target'], r['recycler']) ==
-                    (source, target, name)), None) for name in recyclers]
-    means = [r['mean'] if r else np.nan for r in chosen]
-    stds = [r['std'] if r else 0 for r in chosen]
-    ax.bar(range(len(recyclers)), means, yerr=stds, capsize=3, color='tab:blue')
-    baseline = next((r['baseline'] for r in rows if r['target'] == target), np.nan)
-    ax.axhline(baseline, color='tab:red', linestyle='--', label='target, no prompt')
-    ax.set_xticks(range(len(recyclers)), recyclers, rotation=40, ha='right', fontsize=8)
-    ax.set_title(f'{source} -> {target}' if source != target else f'{target} (tuned on it)',
-                 fontsize=9)
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def main(argv):

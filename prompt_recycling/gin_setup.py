@@ -6,6 +6,10 @@ Imported only by the entry points (`train`, `eval`, `infer`, `pretrain`,
   --gin_file=PATH (repeatable)  --gin.NAME=VALUE (repeatable)  --gin_search_paths=DIR,...
 
 `--gin.MODEL_DIR="'/tmp/run'"` is rewritten to the binding `MODEL_DIR='/tmp/run'`.
+Multi-host (Cloud TPU pods, multi-process GPU or CPU): every process runs the
+same command with `--multihost`, which calls `jax.distributed.initialize()`
+first (found automatically on TPU pods, Slurm and Open MPI; elsewhere give
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`).
 Relative gin paths resolve against the current directory, then the search
 paths, then this repository's root (so `gin_configs/...` works from anywhere).
 """
@@ -13,11 +17,11 @@ import pathlib
 import sys
 from typing import Callable, Optional, Sequence
 
-from absl import app
 from absl import flags
 import gin
 import optax
 
+from prompt_recycling import cli
 from prompt_recycling import lpt
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
@@ -30,11 +34,18 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _GIN_FILES = flags.DEFINE_multi_string('gin_file', [], 'Gin config files, applied in order.')
 _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings (also --gin.NAME=VALUE).')
 _GIN_SEARCH_PATHS = flags.DEFINE_list('gin_search_paths', [], 'Directories searched for gin files.')
+_MULTIHOST = flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
+                               '(Cloud TPU pods and multi-process GPU/CPU runs).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'With --multihost where it is not '
+                                   'detected: HOST:PORT of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
 
 # What a run varies (sizes, prompt, optimizer, mesh); not layers or factories.
 gin.external_configurable(t5.T5Config, module='t5')
 gin.external_configurable(prompts.prompt_tuning, module='prompts')
 gin.external_configurable(prompts.random_uniform, module='prompts')
+gin.external_configurable(prompts.random_normal, module='prompts')
 gin.external_configurable(prompts.sampled_vocab, module='prompts')
 gin.external_configurable(prompts.from_file, module='prompts')
 gin.external_configurable(trainer.adafactor, module='optim')
@@ -86,11 +97,23 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """`app.run(main)` after turning t5x-style flags into gin bindings and parsing gin."""
+  """`cli.run(main)` after `--multihost`'s initialisation, t5x-style flags and parsing gin.
+
+  A required gin macro left unbound (gin's RuntimeError) is a user mistake
+  like any other: one line, exit status 2 (`cli`).
+  """
   def wrapped(argv):
+    if _MULTIHOST.value:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     parse(_GIN_FILES.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
-    main(argv)
-  app.run(wrapped, argv=_rewrite_gin_args(sys.argv))
+    try:
+      main(argv)
+    except RuntimeError as error:
+      if 'Required bindings' not in str(error):
+        raise
+      raise ValueError(f'{error}: bind them in a gin file or with --gin.NAME=VALUE.') from error
+  cli.run(wrapped, argv=_rewrite_gin_args(sys.argv))
 
 
 def check_prompt_file_is_used() -> None:

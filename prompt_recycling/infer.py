@@ -5,6 +5,10 @@ r"""Decodes a task's inputs with a prompt; one JSON line per example.
       --gin_file=gin_configs/runs/prompt_infer.gin \
       --gin.MIXTURE_OR_TASK_NAME="'glue_sst2_v2'" --gin.PROMPT_FILE="'/tmp/p.npy'" \
       --gin.INFER_OUTPUT="'/tmp/predictions.jsonl'"
+
+Multi-host: every process runs the same command with `--multihost` (see
+`gin_setup`); each reads the whole split and scores its rows of every batch,
+so the result equals one process's.
 """
 import json
 import pathlib
@@ -38,7 +42,8 @@ def infer(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
   params = steps.init_params(jax.random.key(seed), frozen)
   task = data.get_task(mixture_or_task_name)
   vocab = task.output_features['targets'].vocabulary
-  examples = data.take(data.seqio_examples(mixture_or_task_name, split, lengths, shuffle=False),
+  examples = data.take(data.seqio_examples(mixture_or_task_name, split, lengths, shuffle=False,
+                                           per_host=False),
                        max_examples)
   predictions = evaluation.greedy_predict(steps, params, frozen, examples, batch_size=batch_size,
                                           feature_lengths=lengths)

@@ -3,32 +3,45 @@
 Prompt tuning prepends its prompt to the input, so every step back-propagates
 through the whole frozen encoder. Late prompt tuning (LPT) inserts the prompt
 before encoder layer `hook_layer` (k) instead, and makes it depend on the input:
-a small neural prompt generator reads the hidden states H arriving at layer k,
+a small neural prompt generator reads the hidden states H arriving at layer k
+and its output is concatenated before H (the mask extended with ones), so
+layers k, k+1, ... attend to it. The generators are the authors' (xyltt/LPT,
+`encoder-only/models/modeling_roberta.py`), with P prompt tokens, embed E and
+bottleneck 128:
 
-  h      = pool(H, mask)                      [batch, length, embed] -> [batch, embed]
-  z      = W_up relu(W_down h + b_down) + b_up   -> [batch, prompt_length * embed]
-  prompt = reshape(z)                            -> [batch, prompt_length, embed]
+  NPG  (their default)  h = H[:, 0]                          [batch, E]
+                        prompt = W_up relu(W_down h)          -> [batch, P * E] -> [batch, P, E]
+  APPG / MPPG           D = W_down H                          [batch, length, 128]
+                        S = adaptive avg / max pool of D over each row's valid
+                            tokens into P segments            [batch, P, 128]
+                        prompt = W_up relu(S)                 [batch, P, E] (W_up shared by tokens)
 
-and the prompt is concatenated before H (the mask is extended with ones), so
-layers k, k+1, ... attend to it. H goes through `jax.lax.stop_gradient` before
+then dropout (0.1) on the prompt. H goes through `jax.lax.stop_gradient` before
 the generator and everything below layer k is frozen, so nothing below layer k
 is differentiated: JAX does not compute that part of the backward pass at all.
-Two further savings follow: layers below k run on `length` tokens rather than
-`prompt_length + length`, and their activations need not be kept for a
-backward pass.
+Layers below k also run on `length` tokens rather than `P + length`.
 
-Choices, following the paper and the authors' released code:
+Fidelity (REPRODUCTION.md, "Fidelity: prompt tuning and late prompt tuning"):
   * insertion layer: the middle of the encoder (their scripts insert at layer
-    12 of RoBERTa-large's 24 and 18 of GPT-2 Large's 36); our default is
-    `num_encoder_layers // 2`.
-  * generator: down-projection with bias to a bottleneck of 128, ReLU,
-    up-projection with bias to `prompt_length * embed`, dropout on the prompt.
-    The summary h is max pooling over valid tokens ('max', the default) or
-    their mean ('mean'). (The authors' default RoBERTa generator reads the
-    first, <s>, token, which T5 does not have.)
-  * prompt length 5 and AdamW (lr 1e-3, weight decay 0.1, 6% linear warm-up
-    then linear decay, gradient clipping 1.0): `adamw` below and
-    gin_configs/runs/lpt_finetune.gin.
+    12 of RoBERTa-large's 24); default `num_encoder_layers // 2`.
+  * generator input: RoBERTa is post-LayerNorm, so the states their generator
+    reads are normalised. T5 1.1 is pre-LayerNorm: its residual stream is
+    unnormalised and grows with depth, so by default H is first put through
+    the norm the next layer would apply to it (layer k's frozen
+    `pre_attention_layer_norm`; the final `encoder_norm` for k = depth). Only
+    the generator sees the normalised states; the inserted prompt joins the raw
+    stream. `normalize_input=False` reads the raw stream.
+  * NPG reads the first token's state: RoBERTa's <s>; T5 has no BOS, so here
+    it is the first input token.
+  * init: PyTorch `nn.Linear` defaults (kernel and bias U(+-1/sqrt(fan_in)));
+    a static late prompt N(0, 1) (`nn.Embedding`'s default) or sampled
+    vocabulary rows (their `--initialize_from_vocab`).
+  * dropout 0.1 on the generated prompt, and (runs/lpt_finetune.gin) 0.1 in
+    the frozen backbone, as the authors train in `train()` mode. The
+    generator's dropout runs whenever the step enables dropout, and
+    `dropout_rate=0` switches it off alone.
+  * AdamW (lr 1e-3, weight decay 0.1, 6% linear warm-up then linear decay,
+    gradient clipping 1.0): `adamw` below and gin_configs/runs/lpt_finetune.gin.
   * the cheaper ablation, one static `[prompt_length, embed]` late prompt shared
     by all inputs: `late_prompt_tuning(..., static=True)`.
 
@@ -41,7 +54,7 @@ a `prompt` matrix like prompt tuning's, so the training loop also exports it as
 `prompt.npy`, and it loads from `.npy` too.
 """
 import pathlib
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import flax
 import flax.linen as nn
@@ -56,7 +69,7 @@ from prompt_recycling.models import t5
 
 Array = jax.Array
 
-POOLINGS = ('max', 'mean')
+GENERATORS = ('NPG', 'APPG', 'MPPG')
 # Logical axes of the generator. Both embed-sized dimensions use the prompt's
 # `prompt_embed`; the bottleneck is `prompt_mlp`, which LOGICAL_AXIS_RULES does
 # not name: Flax maps unnamed logical axes to None, i.e. replicated, which is
@@ -65,81 +78,124 @@ POOLINGS = ('max', 'mean')
 GENERATOR_MLP_AXIS = 'prompt_mlp'
 
 
-def _activation(name: str):
-  fn = getattr(nn, name, None) if name != 'linear' else (lambda x: x)
-  if not callable(fn):
-    raise ValueError(f'Unknown generator activation {name!r}; use a flax.linen function name '
-                     "such as 'relu', 'tanh' or 'gelu'.")
-  return fn
+def torch_linear_bias_init(fan_in: int):
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch `nn.Linear`'s default bias."""
+  bound = 1.0 / np.sqrt(fan_in)
+
+  def init(rng, shape, dtype=jnp.float32):
+    return jax.random.uniform(rng, shape, dtype, -bound, bound)
+  return init
 
 
-def pool(hidden: Array, mask: Array, pooling: str) -> Array:
-  """Summarises each sequence's valid tokens.
+# PyTorch `nn.Linear`'s default kernel, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)).
+torch_linear_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+
+def adaptive_pool(x: Array, lengths: Array, segments: int, kind: str) -> Array:
+  """PyTorch's AdaptiveAvgPool1d / AdaptiveMaxPool1d over each row's first `lengths` tokens.
+
+  Segment i of a row of L valid tokens covers tokens [floor(i L / P),
+  ceil((i + 1) L / P)), as in PyTorch, so segments may overlap when L is not
+  a multiple of P and repeat tokens when L < P.
 
   Args:
-    hidden: [batch, length, embed].
-    mask: [batch, length] bool, True on valid (non-padding) tokens.
-    pooling: 'max' (the default) or 'mean', over valid tokens only.
+    x: [batch, length, features].
+    lengths: [batch] int, valid tokens per row (a prefix of the row).
+    segments: P, the number of output positions.
+    kind: 'avg' or 'max'.
 
   Returns:
-    [batch, embed] float32; all zeros for a row without valid tokens.
+    [batch, segments, features] float32; zeros for a row with no valid token.
   """
-  hidden = hidden.astype(jnp.float32)
-  valid = mask[..., None]
-  if pooling == 'max':
-    pooled = jnp.max(jnp.where(valid, hidden, -jnp.inf), axis=1)
-  elif pooling == 'mean':
-    pooled = jnp.sum(jnp.where(valid, hidden, 0.0), axis=1) / jnp.maximum(
-        jnp.sum(valid, axis=1), 1).astype(jnp.float32)
+  x = x.astype(jnp.float32)
+  lengths = lengths.astype(jnp.int32)[:, None]  # [batch, 1]
+  i = jnp.arange(segments)[None, :]  # [1, segments]
+  start = (i * lengths) // segments
+  end = ((i + 1) * lengths + segments - 1) // segments  # ceil
+  pos = jnp.arange(x.shape[1])
+  member = (pos[None, None, :] >= start[..., None]) & (pos[None, None, :] < end[..., None])
+  # member: [batch, segments, length]
+  if kind == 'avg':
+    count = jnp.maximum(jnp.sum(member, axis=-1, keepdims=True), 1).astype(jnp.float32)
+    pooled = jnp.einsum('bsl,blf->bsf', member.astype(jnp.float32), x) / count
+  elif kind == 'max':
+    pooled = jnp.max(jnp.where(member[..., None], x[:, None], -jnp.inf), axis=2)
   else:
-    raise ValueError(f'Unknown pooling {pooling!r}; expected one of {POOLINGS}.')
-  return jnp.where(jnp.any(mask, axis=1)[:, None], pooled, 0.0)
+    raise ValueError(f"Unknown adaptive pooling {kind!r}; expected 'avg' or 'max'.")
+  return jnp.where(lengths[..., None] > 0, pooled, 0.0)
 
 
 class PromptGenerator(nn.Module):
-  """The neural prompt generator: pooled hidden states -> bottleneck MLP -> prompt.
+  """The authors' prompt generators: hidden states -> [batch, prompt_length, embed].
 
   Attributes:
-    prompt_length: number of prompt tokens generated per input.
+    prompt_length: P, prompt tokens generated per input.
+    kind: 'NPG' (first token's state, their default), 'APPG' (adaptive average
+      pooling) or 'MPPG' (adaptive max pooling); see the module docstring.
     bottleneck: width of the down-projection (128 in the authors' scripts).
-    pooling: 'max' or 'mean' over valid tokens.
-    activation: flax.linen nonlinearity between the projections ('relu').
     dropout_rate: dropout on the generated prompt (0.1 in the authors' code).
-    normalize_input: RMS-normalise each hidden state (no parameters) before
-      pooling. Off by default, as in the paper; T5 1.1 is pre-LayerNorm, so its
-      residual stream below layer k is unnormalised and grows with depth, and
-      this makes the generator's input scale independent of that.
   """
   prompt_length: int
+  kind: str = 'NPG'
   bottleneck: int = 128
-  pooling: str = 'max'
-  activation: str = 'relu'
-  dropout_rate: float = 0.0
-  normalize_input: bool = False
+  dropout_rate: float = 0.1
 
   @nn.compact
   def __call__(self, hidden: Array, mask: Array, deterministic: bool = True) -> Array:
     """Hidden states [batch, length, embed] + mask [batch, length] -> [batch, prompt_length, embed].
 
-    The generator computes in float32 whatever the activation dtype.
+    The mask's valid tokens must be a prefix of each row (right padding), as
+    the authors' pooling assumes. The generator computes in float32.
     """
     embed = hidden.shape[-1]
     hidden = hidden.astype(jnp.float32)
-    if self.normalize_input:
-      hidden = hidden * jax.lax.rsqrt(jnp.mean(jnp.square(hidden), -1, keepdims=True) + 1e-6)
-    h = pool(hidden, mask, self.pooling)  # [batch, embed]
 
-    def dense(name, features, axes):
+    def dense(name, features, fan_in, axes):
       return nn.Dense(
           features, name=name,
-          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[1:]))
+          kernel_init=nn.with_logical_partitioning(torch_linear_kernel_init, axes),
+          bias_init=nn.with_logical_partitioning(torch_linear_bias_init(fan_in), axes[1:]))
 
-    h = _activation(self.activation)(dense('down', self.bottleneck,
-                                           ('prompt_embed', GENERATOR_MLP_AXIS))(h))
-    out = dense('up', self.prompt_length * embed, (GENERATOR_MLP_AXIS, 'prompt_embed'))(h)
-    out = out.reshape(out.shape[0], self.prompt_length, embed)  # [batch, prompt_length, embed]
+    down = dense('down', self.bottleneck, embed, ('prompt_embed', GENERATOR_MLP_AXIS))
+    if self.kind == 'NPG':
+      h = nn.relu(down(hidden[:, 0]))  # [batch, bottleneck]
+      out = dense('up', self.prompt_length * embed, self.bottleneck,
+                  (GENERATOR_MLP_AXIS, 'prompt_embed'))(h)
+      out = out.reshape(out.shape[0], self.prompt_length, embed)  # [batch, P, embed]
+    elif self.kind in ('APPG', 'MPPG'):
+      h = down(hidden)  # [batch, length, bottleneck]
+      h = adaptive_pool(h, jnp.sum(mask, axis=1), self.prompt_length,
+                        'avg' if self.kind == 'APPG' else 'max')  # [batch, P, bottleneck]
+      out = dense('up', embed, self.bottleneck, (GENERATOR_MLP_AXIS, 'prompt_embed'))(nn.relu(h))
+    else:
+      raise ValueError(f'Unknown prompt generator {self.kind!r}; expected one of {GENERATORS}.')
     return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+
+
+class _NextLayerNorm(nn.Module):
+  """Applies the frozen norm that encoder layer `layer` puts before its attention.
+
+  Built inside the running `t5.Encoder` (from the hook), so `self.parent` is
+  that encoder and its parameters are read, not copied or trained. During the
+  model's own `init`, before layer `layer` exists, the scale is 1.
+  """
+  layer: int
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    params = self.parent.variables.get('params', {})
+    name = f'layers_{self.layer}'
+    if name in params:
+      scale = params[name]['pre_attention_layer_norm']['scale']
+    elif 'encoder_norm' in params:  # k = depth (checked at init): the final norm.
+      scale = params['encoder_norm']['scale']
+    else:
+      scale = jnp.ones((x.shape[-1],), jnp.float32)
+    x = x.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.epsilon)
+    # Frozen, and read only to feed the generator: no gradient flows into the model from here.
+    return x * jax.lax.stop_gradient(jnp.asarray(scale, jnp.float32))
 
 
 def insert(prompt: Array, hidden: Array, mask: Array):
@@ -159,10 +215,10 @@ def _encoder_depth(frozen: Any) -> int:
 
 
 def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None, *,
-                       model_config: Optional[t5.T5Config] = None, bottleneck: int = 128,
-                       pooling: str = 'max', activation: str = 'relu', dropout_rate: float = 0.0,
-                       normalize_input: bool = False, static: bool = False,
-                       static_init: prompts.Initializer = prompts.random_uniform(),
+                       model_config: Optional[t5.T5Config] = None, generator: str = 'NPG',
+                       bottleneck: int = 128, dropout_rate: float = 0.1,
+                       normalize_input: bool = True, static: bool = False,
+                       static_init: prompts.Initializer = prompts.random_normal(),
                        init_file: Optional[str] = None) -> prompts.PromptMethod:
   """Late prompt tuning as a `PromptMethod`: a prompt inserted before encoder layer k.
 
@@ -173,17 +229,23 @@ def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None,
       num_encoder_layers = after the last). Default: `num_encoder_layers // 2`,
       the middle of the encoder, where the authors insert it (layer 12 of 24
       for RoBERTa-large); needs `model_config`.
-    model_config: the model's `T5Config`; gives the default layer and lets a
-      wrong `hook_layer` fail here rather than at `init`.
-    bottleneck, pooling, activation, dropout_rate, normalize_input: the
-      generator's (see `PromptGenerator`). Dropout is applied only when the
-      step runs with dropout enabled (the trainer's `enable_dropout`, which
-      `train.py` turns on when `T5Config.dropout_rate > 0`), using the
-      encoder's 'dropout' random stream.
+    model_config: the model's `T5Config`; gives the default layer and the
+      norm's epsilon, and lets a wrong `hook_layer` fail here, not at `init`.
+    generator: 'NPG' (the authors' default), 'APPG' or 'MPPG' (`PromptGenerator`).
+    bottleneck: the generator's down-projection width (128).
+    dropout_rate: dropout on the generated prompt (the authors' 0.1). Applied
+      only when the step runs with dropout enabled (the trainer's
+      `enable_dropout`: train.py's default turns it on for
+      `T5Config.dropout_rate > 0`, `train.enable_dropout = True` turns it on
+      over a dropout-free backbone), using the encoder's 'dropout' stream;
+      0 switches the generator's dropout off alone.
+    normalize_input: the generator reads the hidden states through layer k's
+      frozen pre-attention norm (see the module docstring); False: raw.
     static: instead of a generator, one `[prompt_length, embed]` parameter
       shared by all inputs (the authors' generator-free variant); cheaper, and
       exported like a prompt-tuning prompt.
-    static_init: initialiser of the static prompt (`prompts.Initializer`).
+    static_init: initialiser of the static prompt (`prompts.Initializer`):
+      N(0, 1) as the authors' `nn.Embedding`, or `prompts.sampled_vocab()`.
     init_file: start from saved parameters instead: an `.npz` written by
       `save_params` (generator or static), or for `static=True` also a
       `[prompt_length, embed]` `.npy`. Shapes are checked at `init`.
@@ -204,20 +266,19 @@ def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None,
     hook_layer = model_config.num_encoder_layers // 2
   if model_config is not None:
     _check_layer(hook_layer, model_config.num_encoder_layers)
-  if pooling not in POOLINGS:
-    raise ValueError(f'Unknown pooling {pooling!r}; expected one of {POOLINGS}.')
-  _activation(activation)
+  if generator not in GENERATORS:
+    raise ValueError(f'Unknown prompt generator {generator!r}; expected one of {GENERATORS}.')
   if prompt_length < 1:
     raise ValueError(f'prompt_length must be positive, got {prompt_length}.')
+  epsilon = model_config.layer_norm_epsilon if model_config is not None else 1e-6
   # Built outside any module, so it is a top-level Module applied with `params`.
-  generator = PromptGenerator(prompt_length, bottleneck, pooling, activation, dropout_rate,
-                              normalize_input)
+  module = PromptGenerator(prompt_length, generator, bottleneck, dropout_rate)
 
   def fresh_params(rng, embed):
     if static:
       return None
     hidden, mask = jnp.zeros((1, 1, embed), jnp.float32), jnp.ones((1, 1), bool)
-    return generator.init(rng, hidden, mask)['params']
+    return module.init(rng, hidden, mask)['params']
 
   def init(rng, frozen):
     _check_layer(hook_layer, _encoder_depth(frozen))
@@ -248,8 +309,11 @@ def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None,
         if carrier.has_rng('dropout'):
           rngs = {'dropout': carrier.make_rng('dropout')}
       # No gradient to anything below layer k: the generator reads constants.
-      prompt = generator.apply({'params': params}, jax.lax.stop_gradient(hidden), mask,
-                               deterministic=rngs is None, rngs=rngs)
+      source = jax.lax.stop_gradient(hidden)
+      if normalize_input:
+        source = _NextLayerNorm(hook_layer, epsilon)(source)
+      prompt = module.apply({'params': params}, source, mask, deterministic=rngs is None,
+                            rngs=rngs)
       return insert(prompt, hidden, mask)
 
     return {'hook': hook, 'hook_layer': hook_layer}

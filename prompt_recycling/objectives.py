@@ -10,6 +10,12 @@ mirrors them at small scale:
 2. LM adaptation (Lester et al. 2021): a prefix-LM objective: the input is a
    text's beginning, the target its continuation.
 
+Optionally, supervised text-to-text tasks are mixed in, as the original T5 was
+pretrained on span corruption mixed with supervised tasks (Raffel et al. 2020,
+section 3.7): labelled training examples, `prefix text -> label word`
+(`read_labelled`, `supervised_examples`). They give a small model skills that a
+prompt can later select; no labelled example of an evaluated task may enter.
+
 The corpus is plain text (the English Wikipedia sample in
 `../shared/data/pretrain_corpus`, near-empty pages dropped; optionally IMDB and
 SST-2 *training* text), tokenized with the T5 SentencePiece model into one
@@ -34,7 +40,7 @@ import hashlib
 import json
 import pathlib
 import re
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,6 +55,8 @@ _STREAM_DTYPE = np.uint16
 _EVAL_SPLIT_WORDS = frozenset({'dev', 'test', 'val', 'valid', 'validation', 'eval'})
 # Per-objective stream ids, so the two phases shuffle and draw independently.
 _OBJECTIVE_STREAMS = {'span_corruption': 0, 'prefix_lm': 1}
+# Supervised source i draws its order from stream id _SUPERVISED_STREAM + i.
+_SUPERVISED_STREAM = 16
 
 
 # --- Span corruption ----------------------------------------------------------
@@ -229,6 +237,48 @@ def read_documents(paths: Sequence[str], min_chars: int = 200) -> Iterator[str]:
             yield text
 
 
+def read_labelled(path: str, text_field: str = 'text',
+                  label_field: str = 'label') -> List[Tuple[str, int]]:
+  """(text, integer label) pairs of a labelled *training* file, in file order.
+
+  Formats: JSON lines, optionally gzipped (IMDB: 'text', 'label'), or a GLUE
+  .tsv with a header (columns named by `text_field` / `label_field`).
+
+  Raises:
+    ValueError: the file is an evaluation split, or a row lacks a field.
+  """
+  if is_eval_split(path):
+    raise ValueError(f'{path} looks like an evaluation split (dev/test/validation); '
+                     'pretraining reads training examples only.')
+  pairs = []
+  opener = gzip.open if str(path).endswith('.gz') else open
+  with opener(path, 'rt', encoding='utf-8') as f:
+    if '.tsv' in pathlib.Path(path).name:
+      header = next(f).rstrip('\n').split('\t')
+      rows = (dict(zip(header, line.rstrip('\n').split('\t'))) for line in f)
+    else:
+      rows = map(json.loads, f)
+    for number, row in enumerate(rows, 1):
+      if text_field not in row or label_field not in row:
+        raise ValueError(f'{path}: row {number} lacks {text_field!r} or {label_field!r} '
+                         f'(it has {sorted(row)}).')
+      pairs.append((str(row[text_field]).strip(), int(row[label_field])))
+  return pairs
+
+
+def labelled_rows(pairs: Sequence[Tuple[str, int]], vocabulary, prefix: str,
+                  label_words: Sequence[str]) -> Tuple[List[np.ndarray], List[np.ndarray], np.ndarray]:
+  """Tokenizes labelled pairs: (prefix ids, [texts] text ids, [labels] target ids + EOS)."""
+  prefix_ids = np.asarray(list(vocabulary.encode(prefix)) if prefix else [], np.int32)
+  words = [np.append(np.asarray(list(vocabulary.encode(w)), np.int32), EOS_ID) for w in label_words]
+  texts = [np.asarray(list(vocabulary.encode(text)), np.int32) for text, _ in pairs]
+  labels = np.asarray([label for _, label in pairs])
+  if labels.min() < 0 or labels.max() >= len(label_words):
+    raise ValueError(f'Labels span {labels.min()}..{labels.max()} but {len(label_words)} label '
+                     f'words were given ({list(label_words)}).')
+  return prefix_ids, texts, [words[label] for label in labels]
+
+
 def token_stream(documents: Iterable[str], vocabulary, max_documents: Optional[int] = None,
                  max_tokens: Optional[int] = None) -> np.ndarray:
   """Documents tokenized, each followed by EOS, concatenated: [tokens] uint16.
@@ -315,18 +365,62 @@ def examples(chunk_rows: np.ndarray, objective: str, seed: int, start: int = 0,
   """
   if objective not in _OBJECTIVE_STREAMS:
     raise ValueError(f'Unknown objective {objective!r}: one of {sorted(_OBJECTIVE_STREAMS)}.')
-  stream_id = _OBJECTIVE_STREAMS[objective]
-  n = len(chunk_rows)
-  position = start
-  order, order_epoch = None, None
+  for index, rng in _shuffled_positions(len(chunk_rows), seed, _OBJECTIVE_STREAMS[objective],
+                                       start):
+    if objective == 'span_corruption':
+      yield span_corruption(chunk_rows[index], rng, noise_density, mean_noise_span_length)
+    else:
+      yield prefix_lm(chunk_rows[index], rng)
+
+
+def _shuffled_positions(n: int, seed: int, stream_id: int,
+                        start: int) -> Iterator[Tuple[int, np.random.Generator]]:
+  """Endless (row index, per-example rng) over reshuffled epochs of n rows, from `start`.
+
+  Both depend only on (seed, stream_id, position), which is what makes every
+  example stream resumable.
+  """
+  position, order, order_epoch = start, None, None
   while True:
     epoch, offset = divmod(position, n)
     if epoch != order_epoch:
       order, order_epoch = np.random.default_rng([seed, stream_id, epoch]).permutation(n), epoch
-    rng = np.random.default_rng([seed, stream_id, 1 << 20, position])
-    tokens = chunk_rows[order[offset]]
-    if objective == 'span_corruption':
-      yield span_corruption(tokens, rng, noise_density, mean_noise_span_length)
-    else:
-      yield prefix_lm(tokens, rng)
+    yield int(order[offset]), np.random.default_rng([seed, stream_id, 1 << 20, position])
     position += 1
+
+
+def supervised_examples(rows, seed: int, source_index: int, inputs_length: int,
+                        start: int = 0, min_window: int = 16) -> Iterator[Dict[str, np.ndarray]]:
+  """Endless `prefix + window of the text -> label word` examples, from stream position `start`.
+
+  A text longer than the input leaves room for is cut to a random window of
+  `min_window` .. room tokens (uniform length, uniform start), so a model
+  trained on long IMDB reviews also sees sentence-sized pieces of them; the
+  label is the whole text's (a window of a positive review is taken to be
+  positive: noisy, as such weak labels are). Shorter texts are kept whole.
+
+  Args:
+    rows: `labelled_rows`' (prefix ids, texts, targets).
+    seed: data seed.
+    source_index: which supervised source (its own shuffling stream).
+    inputs_length: encoder length; prefix + window + EOS fit it.
+    start: position of the first example.
+    min_window: shortest window of a long text.
+
+  Yields:
+    {'inputs', 'targets'} int32 arrays, both ending in EOS.
+  """
+  prefix, texts, targets = rows
+  room = inputs_length - len(prefix) - 1
+  if room < min_window:
+    raise ValueError(f'The prefix takes {len(prefix)} of {inputs_length} input tokens, leaving '
+                     f'fewer than min_window={min_window} for the text.')
+  for index, rng in _shuffled_positions(len(texts), seed, _SUPERVISED_STREAM + source_index,
+                                        start):
+    text = texts[index]
+    if len(text) > room:
+      length = int(rng.integers(min_window, room + 1))
+      offset = int(rng.integers(0, len(text) - length + 1))
+      text = text[offset:offset + length]
+    yield {'inputs': np.concatenate([prefix, text, [EOS_ID]]).astype(np.int32),
+           'targets': targets[index]}

@@ -16,8 +16,9 @@ from the step. At the end the parameters are exported as a T5X checkpoint,
 `MODEL_DIR/t5x/checkpoint_<TRAIN_STEPS>` (bfloat16 arrays by default), which
 `prompt_recycling.train` (INITIAL_CHECKPOINT_PATH) and the recyclers read.
 """
+import dataclasses
 import logging
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import gin
@@ -36,8 +37,24 @@ from prompt_recycling import trainer
 from prompt_recycling import vocabulary
 from prompt_recycling.models import t5
 
-# (objective, number of steps, [num_chunks, chunk_length] tokens, feature lengths).
-Phase = Tuple[str, int, np.ndarray, Dict[str, int]]
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """One kind of training batch: `examples(start)` yields examples from stream position `start`.
+
+  Attributes:
+    name: for logs ('span_corruption', 'prefix_lm', 'supervised:imdb review:').
+    examples: start position -> endless, deterministic example iterator.
+    lengths: its batches' feature lengths.
+    weight: batches of this source per round of the phase's interleave.
+  """
+  name: str
+  examples: Callable[[int], Iterator[Dict[str, np.ndarray]]]
+  lengths: Dict[str, int]
+  weight: int = 1
+
+
+# (number of steps, the sources whose batches interleave in it).
+Phase = Tuple[int, Sequence[Source]]
 
 
 def whole_model(model: t5.T5) -> prompts.PromptMethod:
@@ -83,36 +100,53 @@ def adamw_warmup_cosine(learning_rate: float, total_steps: int, warmup_steps: in
                      optax.adamw(schedule, b2=0.98, weight_decay=weight_decay))
 
 
-def phase_batches(phases: Sequence[Phase], batch_size: int, seed: int,
+def interleave(sources: Sequence[Source], step: int) -> Tuple[int, List[int]]:
+  """Which source a phase's step (0-based) draws from, and each source's batches before it.
+
+  Batches interleave in a fixed round of sum(weights) steps (weights 2, 1 ->
+  A A B A A B ...), so every step's source and stream position are known
+  without replaying the run: mixing by batch, not by example, lets each source
+  keep its own feature lengths (a one-token label needs no 29-token target).
+  """
+  pattern = [i for i, source in enumerate(sources) for _ in range(source.weight)]
+  rounds, offset = divmod(step, len(pattern))
+  before = [rounds * source.weight + pattern[:offset].count(i) for i, source in enumerate(sources)]
+  return pattern[offset], before
+
+
+def phase_batches(phases: Sequence[Phase], batch_size: int,
                   start_step: int) -> Iterator[Dict[str, np.ndarray]]:
   """This host's batches from `start_step` on, through the phases in order.
 
   Step s (1-based) belongs to the first phase whose cumulative length reaches
-  s; within a phase the example stream starts at (steps already done in it) *
+  s; within a phase, its sources' batches interleave by weight (`interleave`),
+  and each source's stream resumes at (its batches already drawn) *
   batch_size, so a resumed run continues exactly as an uninterrupted one.
 
   Args:
-    phases: (objective, steps, chunks, feature lengths) in training order.
+    phases: (steps, sources) in training order.
     batch_size: global examples per step.
-    seed: data seed.
     start_step: steps already done.
   """
-  for objective, steps, chunk_rows, lengths in phases:
+  for steps, sources in phases:
     done = min(start_step, steps)
     start_step -= done
     if done == steps:
       continue
-    stream = objectives.examples(chunk_rows, objective, seed, start=done * batch_size)
-    batches = data.batches(stream, batch_size, lengths)
-    for _ in range(steps - done):
-      yield data.host_rows(next(batches))
+    _, before = interleave(sources, done)
+    streams = [data.batches(source.examples(n * batch_size), batch_size, source.lengths)
+               for source, n in zip(sources, before)]
+    for step in range(done, steps):
+      which, _ = interleave(sources, step)
+      yield data.host_rows(next(streams[which]))
 
 
 def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str],
              vocabulary_path: str, train_steps: int, lm_adaptation_steps: int,
              batch_size: int = 32, inputs_length: int = 128, lm_length: int = 64,
              learning_rate: float = 2e-3, warmup_steps: int = 200, weight_decay: float = 0.01,
-             seed: int = 0, min_chars: int = 200, max_corpus_documents: Optional[int] = None,
+             seed: int = 0, supervised: Sequence[Mapping[str, Any]] = (),
+             unsupervised_weight: int = 1, min_chars: int = 200, max_corpus_documents: Optional[int] = None,
              max_corpus_tokens: Optional[int] = None, cache_dir: Optional[str] = None,
              save_every: int = 500, keep: int = 2, log_every: int = 50,
              export_dtype: Optional[str] = 'bfloat16', num_partitions: int = 1,
@@ -138,6 +172,14 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
     learning_rate, warmup_steps, weight_decay: `adamw_warmup_cosine`.
     seed: parameter initialisation, dropout and data order; models that differ
       only by it are the "different random seeds" pairs recycling needs.
+    supervised: labelled training tasks mixed into both phases, each a dict
+      {'path', 'prefix', 'labels' (label words by label id), 'weight'
+      (batches per round, default 1), 'inputs_length' (default
+      inputs_length), 'text_field', 'label_field'};
+      `objectives.read_labelled` / `supervised_examples`. No labelled example
+      of a task reported later may enter (SST-2's labels never do).
+    unsupervised_weight: the phase objective's batches per round of the
+      interleave with the supervised tasks.
     min_chars: shortest corpus document kept.
     max_corpus_documents, max_corpus_tokens: read at most this much corpus
       (tests; the whole Wikipedia sample is 13.75M tokens, 3 s to tokenize).
@@ -163,26 +205,31 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
       corpus, vocab, cache_dir or f'{model_dir}/corpus', min_chars=min_chars,
       max_documents=max_corpus_documents, max_tokens=max_corpus_tokens)
   chunk_length, targets_length = objectives.chunk_length_for(inputs_length)
-  phases = [
-      ('span_corruption', train_steps - lm_adaptation_steps,
-       objectives.chunks(stream, chunk_length),
-       {'inputs': inputs_length, 'targets': targets_length}),
-      ('prefix_lm', lm_adaptation_steps,
-       objectives.chunks(stream, lm_length - 1), {'inputs': lm_length, 'targets': lm_length}),
-  ]
+  span_rows = objectives.chunks(stream, chunk_length)
+  lm_rows = objectives.chunks(stream, lm_length - 1)
+  span = Source('span_corruption',
+                lambda start: objectives.examples(span_rows, 'span_corruption', seed, start),
+                {'inputs': inputs_length, 'targets': targets_length}, unsupervised_weight)
+  lm = Source('prefix_lm', lambda start: objectives.examples(lm_rows, 'prefix_lm', seed, start),
+              {'inputs': lm_length, 'targets': lm_length}, unsupervised_weight)
+  tasks = [_supervised_source(task, i, vocab, seed, inputs_length)
+           for i, task in enumerate(supervised)]
+  phases = [(train_steps - lm_adaptation_steps, [span] + tasks),
+            (lm_adaptation_steps, [lm] + tasks)]
   logging.info('Corpus: %d tokens; %d chunks of %d for span corruption, %d of %d for LM '
-               'adaptation.', len(stream), len(phases[0][2]), chunk_length, len(phases[1][2]),
-               lm_length - 1)
+               'adaptation; supervised: %s.', len(stream), len(span_rows), chunk_length,
+               len(lm_rows), lm_length - 1, [t.name for t in tasks])
 
   model = t5.T5(model_config)
   run_info = {'model_config': model_config.__dict__, 'corpus': [str(p) for p in corpus],
               'corpus_tokens': len(stream), 'seed': seed, 'batch_size': batch_size,
-              'phases': [(name, steps, lengths) for name, steps, _, lengths in phases]}
+              'phases': [(steps, [(src.name, src.weight, src.lengths) for src in sources])
+                         for steps, sources in phases]}
   state = trainer.train(
       model=model, frozen={}, method=whole_model(model),
       tx=adamw_warmup_cosine(learning_rate, train_steps, warmup_steps, weight_decay),
       mesh=partitioning.make_mesh(num_partitions),
-      make_batches=lambda start: phase_batches(phases, batch_size, seed, start),
+      make_batches=lambda start: phase_batches(phases, batch_size, start),
       total_steps=train_steps, model_dir=str(model_dir), run_info=run_info,
       batch_size=batch_size, seed=seed, save_every=save_every, keep=keep, log_every=log_every,
       enable_dropout=model_config.dropout_rate > 0, progress=progress)
@@ -191,6 +238,27 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
   if jax.process_index() == 0:
     export = checkpoints.save_t5x(params, f'{model_dir}/t5x', int(state.step), dtype=export_dtype)
   return export
+
+
+def _supervised_source(task: Mapping[str, Any], index: int, vocab, seed: int,
+                       inputs_length: int) -> Source:
+  """A `Source` of one labelled task: {'path', 'prefix', 'labels', 'weight', ...}."""
+  unknown = set(task) - {'path', 'prefix', 'labels', 'weight', 'inputs_length', 'text_field',
+                         'label_field'}
+  if unknown or not {'path', 'labels'} <= set(task):
+    raise ValueError(f"pretrain.supervised[{index}] = {dict(task)}: give 'path' and 'labels' "
+                     f"(and optionally 'prefix', 'weight', 'inputs_length', 'text_field', "
+                     f"'label_field'); "
+                     f'unknown keys: {sorted(unknown)}.')
+  pairs = objectives.read_labelled(task['path'], task.get('text_field', 'text'),
+                                   task.get('label_field', 'label'))
+  rows = objectives.labelled_rows(pairs, vocab, task.get('prefix', ''), task['labels'])
+  target_length = max(len(t) for t in rows[2])
+  inputs_length = int(task.get('inputs_length', inputs_length))
+  return Source(f"supervised:{task.get('prefix', '')}{task['path'].split('/')[-1]}",
+                lambda start: objectives.supervised_examples(rows, seed, index, inputs_length,
+                                                             start),
+                {'inputs': inputs_length, 'targets': target_length}, int(task.get('weight', 1)))
 
 
 def main(argv):

@@ -16,6 +16,7 @@ or training live here.
 import pathlib
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
 
+import flax.linen as nn
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
@@ -39,11 +40,27 @@ class PromptMethod(NamedTuple):
   penalty: Optional[Callable[[Any, Any], Any]] = None
 
 
-def random_uniform(scale: float = 0.5) -> Initializer:
-  """U(-scale, scale), the paper's "random" initialisation."""
+def random_uniform(scale: float = 0.5, centered: bool = False) -> Initializer:
+  """Uniform random prompt: U[0, scale) by default, U[-scale, scale) with `centered`.
+
+  The default is what the prompt-tuning release runs, flax's
+  `nn.initializers.uniform(scale=0.5)` (`configs/models/t5_1_1_prompt.gin`),
+  drawing the same numbers from the same key. The paper (Lester et al. 2021,
+  Sec. 3.1) describes [-0.5, 0.5]: `centered=True`.
+  """
   def init(rng, embedding, shape):
     del embedding
-    return jax.random.uniform(rng, shape, jnp.float32, -scale, scale)
+    if centered:
+      return jax.random.uniform(rng, shape, jnp.float32, -scale, scale)
+    return nn.initializers.uniform(scale)(rng, shape, jnp.float32)
+  return init
+
+
+def random_normal(stddev: float = 1.0) -> Initializer:
+  """N(0, stddev^2): PyTorch's `nn.Embedding` default, the LPT code's static late prompt."""
+  def init(rng, embedding, shape):
+    del embedding
+    return nn.initializers.normal(stddev)(rng, shape, jnp.float32)
   return init
 
 
@@ -51,7 +68,11 @@ def sampled_vocab(population: int = 5000) -> Initializer:
   """Rows copied from embeddings of tokens drawn from the `population` most common.
 
   SentencePiece ids are ordered by frequency, so the first 5,000 ids are the
-  common tokens the paper samples from.
+  common tokens the paper samples from. Same draw as the prompt-tuning
+  release's `prompts.from_sample_of_embeddings` for the same key (without
+  replacement unless the prompt is longer than the population). Deviation: a
+  population larger than the table is an error here (the release warns and
+  shrinks it).
   """
   def init(rng, embedding, shape):
     if population > embedding.shape[0]:
@@ -67,7 +88,9 @@ def class_labels(label_token_ids: Sequence[Sequence[int]],
   """The first rows are the class labels' embeddings, the rest from `fallback`.
 
   A label of several tokens is the mean of its token embeddings, as in the
-  prompt-tuning release.
+  prompt-tuning release's `prompts.from_embedded_list`, which this matches
+  row for row for the same key. Deviation: more labels than prompt rows is an
+  error here (the release warns and drops the extra labels).
 
   Args:
     label_token_ids: one token-id list per label word (EOS excluded), e.g. the
@@ -101,9 +124,13 @@ def load_prompt(path: str) -> np.ndarray:
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f'Prompt file {path} does not exist.')
-  with path.open('rb') as f:
-    prompt = np.load(f, allow_pickle=False)
-  if prompt.ndim != 2:
+  try:
+    with path.open('rb') as f:
+      prompt = np.load(f, allow_pickle=False)
+  except (ValueError, EOFError) as error:  # Not a .npy file: text, pickle, truncated.
+    raise ValueError(f'Prompt file {path} is not a numpy .npy array ({error}); save one with '
+                     'numpy.save, shape [prompt_length, embed].') from error
+  if not isinstance(prompt, np.ndarray) or prompt.ndim != 2:
     raise ValueError(f'Prompt file {path} holds shape {prompt.shape}; expected [prompt_length, embed].')
   if not np.all(np.isfinite(prompt)):
     raise ValueError(f'Prompt file {path} contains NaN or Inf values.')

@@ -32,12 +32,12 @@ import logging
 import pathlib
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
 from prompt_recycling import checkpoints
+from prompt_recycling import cli
 from prompt_recycling import prompts
 from prompt_recycling.recycling import base
 from prompt_recycling.recycling import relative
@@ -208,21 +208,33 @@ def _target_evaluator(target_model: str, dev: Mapping[str, Any]) -> Callable[[np
   return lambda prompt: target.evaluate(np.asarray(prompt, np.float32))[metric]
 
 
+def _json_flag(name: str, value: str) -> dict:
+  """A flag's JSON object, or a one-line error naming the flag."""
+  try:
+    parsed = json.loads(value)
+  except json.JSONDecodeError as error:
+    raise ValueError(f'--{name}={value!r} is not valid JSON ({error}); expected an object, '
+                     """e.g. '{"steps": 2000}'.""") from error
+  if not isinstance(parsed, dict):
+    raise ValueError(f"--{name}={value!r} must be a JSON object (e.g. '{{\"steps\": 2000}}').")
+  return parsed
+
+
 def main(argv):
   del argv
   dev = None
   if _SELECT.value:
     if not _DEV_TASK.value:
-      raise app.UsageError('--select_on_dev needs --dev_task.')
+      raise ValueError('--select_on_dev needs --dev_task.')
     from prompt_recycling import data  # pylint: disable=g-import-not-at-top
     data.configure_tasks(_DEV_VOCAB.value, _DATA_DIR.value)
     dev = {'task': _DEV_TASK.value, 'split': _DEV_SPLIT.value, 'metric': _DEV_METRIC.value,
            'max_examples': _DEV_MAX.value, 'output_path': _DEV_OUTPUT.value,
-           'feature_lengths': json.loads(_DEV_LENGTHS.value)}
+           'feature_lengths': _json_flag('dev_feature_lengths', _DEV_LENGTHS.value)}
   result = recycle(_SOURCE.value, _TARGET.value, _PROMPT.value, _RECYCLER.value, _OUTPUT.value,
-                   recycler_args=json.loads(_RECYCLER_ARGS.value), vocabulary=_VOCAB.value,
-                   seed=_SEED.value, save_recycler=_SAVE_RECYCLER.value, with_report=_REPORT.value,
-                   dev=dev)
+                   recycler_args=_json_flag('recycler_args', _RECYCLER_ARGS.value),
+                   vocabulary=_VOCAB.value, seed=_SEED.value, save_recycler=_SAVE_RECYCLER.value,
+                   with_report=_REPORT.value, dev=dev)
   if 'report' in result:
     path = pathlib.Path(_OUTPUT.value).with_suffix('.report.json')
     path.write_text(json.dumps(result['report'], indent=2, default=_jsonable))
@@ -235,4 +247,4 @@ def _jsonable(x):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -9,12 +9,12 @@ r"""Tunes a prompt on a frozen T5, t5x-style.
 
 Rerunning the same command after a preemption resumes from the latest
 checkpoint in MODEL_DIR. Multi-host (Cloud TPU pods): every host runs the same
-command with `--multihost`, which calls `jax.distributed.initialize()` first.
+command with `--multihost` (see `gin_setup`).
 """
 import logging
+import re
 from typing import Any, Mapping, Optional
 
-from absl import flags
 import gin
 import jax
 
@@ -26,9 +26,6 @@ from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
 from prompt_recycling.models import t5
-
-_MULTIHOST = flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() first '
-                               '(Cloud TPU pods and multi-process GPU runs).')
 
 
 def load_frozen(initial_checkpoint_path: Optional[str], config: t5.T5Config, seed: int):
@@ -51,16 +48,34 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           accum_steps: int = 1, z_loss: float = 1e-4, eval_every: Optional[int] = None,
           eval_split: str = 'validation', eval_mode: str = 'rank',
           eval_examples: Optional[int] = None, best_metric: Optional[str] = None,
-          train_split: str = 'train', vocabulary_path: Optional[str] = None,
-          data_dir: Optional[str] = None, progress: bool = True):
-  """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin."""
+          train_split: str = 'train', report_split: Optional[str] = 'validation',
+          checkpoint_step: int = 0, enable_dropout: Optional[bool] = None,
+          vocabulary_path: Optional[str] = None, data_dir: Optional[str] = None,
+          progress: bool = True):
+  """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin.
+
+  Selection: `best_metric` picks MODEL_DIR/best.json on `eval_split`, which
+  must differ from `report_split` (the split whose numbers are reported):
+  choosing on the reported split inflates it. `checkpoint_step` (the
+  pretrained checkpoint's step) numbers the numpy exports as t5x does.
+  `enable_dropout` defaults to `model_config.dropout_rate > 0`; set it True
+  to run a late prompt generator's own dropout over a dropout-free backbone.
+  """
+  if best_metric and report_split is not None and eval_split == report_split:
+    raise ValueError(
+        f'train.best_metric={best_metric!r} would choose the best step on eval_split='
+        f'{eval_split!r}, the split reported (report_split={report_split!r}): an optimistic '
+        'number. Set SELECTION_SPLIT to a split held out of training (e.g. the last 1,000 '
+        "training examples of a '{task}_taskless' task, as the recycling experiments), or "
+        'train.best_metric = None to keep the prompt of the last step.')
+  _warn_on_step_mismatch(initial_checkpoint_path, checkpoint_step)
   data.configure_tasks(vocabulary_path, data_dir)
   lengths = dict(task_feature_lengths)
   frozen = load_frozen(initial_checkpoint_path, model_config, seed)
   model = t5.T5(model_config)
   mesh = partitioning.make_mesh(num_partitions)
   host_bs = data.host_batch_size(batch_size)
-  data.get_task(mixture_or_task_name)  # Fail fast on an unknown name.
+  task = data.get_task(mixture_or_task_name)  # Fail fast on an unknown name.
 
   def make_batches(start_step):
     examples = data.seqio_examples(mixture_or_task_name, train_split, lengths, shuffle=True,
@@ -72,6 +87,11 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     eval_fn = evaluation.task_evaluator(mixture_or_task_name, split=eval_split,
                                         feature_lengths=lengths, mode=eval_mode,
                                         batch_size=batch_size, max_examples=eval_examples)
+  if best_metric and hasattr(task, 'tasks') and best_metric != 'average':
+    # A mixture: each task has its own metrics; best.json tracks their macro average.
+    logging.info('%s is a mixture: best.json tracks the macro average of its tasks\' '
+                 'headline metrics (\'average\'), not %r.', mixture_or_task_name, best_metric)
+    best_metric = 'average'
   run_info = {'model_config': model_config.__dict__, 'task': mixture_or_task_name,
               'prompt_shapes': jax.tree.map(lambda x: list(x.shape), jax.eval_shape(
                   prompt_method.init, jax.random.key(0), frozen))}
@@ -81,14 +101,22 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
       mesh=mesh, make_batches=make_batches, total_steps=train_steps, model_dir=model_dir,
       run_info=run_info, batch_size=batch_size, seed=seed, save_every=save_every, keep=keep,
       log_every=log_every, eval_fn=eval_fn, eval_every=eval_every, best_metric=best_metric,
-      accum_steps=accum_steps, z_loss=z_loss, enable_dropout=model_config.dropout_rate > 0,
-      progress=progress)
+      accum_steps=accum_steps, z_loss=z_loss,
+      enable_dropout=model_config.dropout_rate > 0 if enable_dropout is None else enable_dropout,
+      progress=progress, export_step_offset=checkpoint_step)
+
+
+def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_step: int) -> None:
+  """Warns when a T5X `.../checkpoint_N` path disagrees with CHECKPOINT_STEP."""
+  match = re.search(r'checkpoint_(\d+)/*$', initial_checkpoint_path or '')
+  if match and int(match.group(1)) != checkpoint_step:
+    logging.warning('INITIAL_CHECKPOINT_PATH %s is step %s but CHECKPOINT_STEP is %d: t5x would '
+                    "continue Adafactor's decay schedule from %s.", initial_checkpoint_path,
+                    match.group(1), checkpoint_step, match.group(1))
 
 
 def main(argv):
   del argv
-  if _MULTIHOST.value:
-    jax.distributed.initialize()
   train()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
 
 

@@ -41,15 +41,29 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def adafactor(learning_rate: float = 0.3, decay_rate: float = 0.8, clipping_threshold: float = 1.0,
-              weight_decay: float = 1e-5) -> optax.GradientTransformation:
-  """Adafactor with the prompt tuning paper's settings.
+              weight_decay: float = 1e-5, initial_step: int = 0) -> optax.GradientTransformation:
+  """Adafactor as the prompt-tuning release runs it (t5x's `adafactor.Adafactor`).
 
-  Constant learning rate 0.3, second-moment decay 0.8, update clipping 1.0,
-  weight decay 1e-5 and parameter scaling off (Lester et al. 2021, Sec. 3).
+  Constant learning rate 0.3, second-moment decay exponent 0.8, update clipping
+  1.0, weight decay 1e-5 (`param <- (1 - 1e-5) param - lr * update`, not scaled
+  by the learning rate), no momentum, parameter scaling off (Lester et al.
+  2021, Sec. 3; prompt-tuning's `configs/models/t5_1_1_prompt.gin`).
+
+  `initial_step` is the pretrained checkpoint's step. t5x restores the global
+  step with the frozen model, so the second-moment decay of prompt-tuning step
+  t (counted from 0) is
+
+      beta2_t = 1 - (initial_step + t + 1) ** -decay_rate
+
+  (beta2 ~ 1 - 1.4e-5 for lm100k's 1,100,000: the statistics are nearly a long
+  average and update clipping binds on almost every step), where a count from
+  0 gives beta2 = 0 on the first step. optax subtracts `decay_offset` from its
+  count, so the checkpoint's step enters as `-initial_step`;
+  tests/trainer_adafactor_test.py checks the updates against t5x's own Adafactor.
   """
   return optax.adafactor(learning_rate=learning_rate, decay_rate=decay_rate,
-                         clipping_threshold=clipping_threshold, multiply_by_parameter_scale=False,
-                         weight_decay_rate=weight_decay or None)
+                         decay_offset=-initial_step, clipping_threshold=clipping_threshold,
+                         multiply_by_parameter_scale=False, weight_decay_rate=weight_decay or None)
 
 
 def init_state(method: prompts.PromptMethod, tx: optax.GradientTransformation, rng: Array,
@@ -93,14 +107,20 @@ def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Array, *, mode
   """One optimizer step on `batch`, averaged over `accum_steps` microbatches.
 
   The loss is the mean cross entropy per target token of the whole batch (plus
-  z-loss), so accumulation changes memory, not the update.
+  z-loss), so accumulation changes memory, not the update. Microbatch i is
+  rows i, i + accum_steps, i + 2 * accum_steps, ... (as MaxText's
+  `reshape_to_microbatch_accumulations`): with the batch split over the `data`
+  axis in contiguous blocks, every device's block holds its share of every
+  microbatch, so the scan slices the batch without moving rows between
+  devices (a contiguous split would all-gather each microbatch).
 
   Returns:
     (new state, metrics {'loss', 'cross_ent_loss', 'z_loss', 'num_tokens', 'grad_norm',
     'params_finite'}).
   """
   rng = jax.random.fold_in(rng, state.step)
-  micro = jax.tree.map(lambda x: x.reshape((accum_steps, -1) + x.shape[1:]), batch)
+  # [batch, ...] -> [accum_steps, batch / accum_steps, ...], rows strided by accum_steps.
+  micro = jax.tree.map(lambda x: x.reshape((-1, accum_steps) + x.shape[1:]).swapaxes(0, 1), batch)
 
   def sums(params, mb, mb_rng):
     logits = _logits(params, frozen, mb, mb_rng, model=model, method=method,
@@ -298,7 +318,7 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
           eval_every: Optional[int] = None, best_metric: Optional[str] = None,
           accum_steps: int = 1, z_loss: float = 1e-4, enable_dropout: bool = True,
           rules: partitioning.Rules = partitioning.LOGICAL_AXIS_RULES,
-          progress: bool = True, writer: Any = None) -> TrainState:
+          progress: bool = True, writer: Any = None, export_step_offset: int = 0) -> TrainState:
   """Trains a prompt method on a frozen model, resuming from MODEL_DIR if it holds a checkpoint.
 
   Args:
@@ -327,6 +347,11 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
     progress: show a progress bar.
     writer: a clu `MetricWriter` (default: TensorBoard events in MODEL_DIR
       plus logging, or logging only where clu is not installed).
+    export_step_offset: added to the step in the numpy exports' names
+      (`numpy_checkpoints/checkpoint_<offset + step>`): the pretrained
+      checkpoint's step, as t5x numbers a fine-tuning run's checkpoints
+      (`checkpoint_1102000` after 2,000 steps from lm100k). Orbax
+      checkpoints, logs and best.json keep the run's own step.
 
   Returns:
     The final TrainState.
@@ -358,7 +383,7 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
     nonlocal last_saved
     if step != last_saved:
       run_dir.save(manager, step, state, data_position=step)
-      run_dir.export_prompt(model_dir, step, state.params)
+      run_dir.export_prompt(model_dir, export_step_offset + step, state.params)
       last_saved = step
 
   def evaluate(step, state):

@@ -66,3 +66,52 @@ def lama(output: Any, *, example: Optional[Mapping[str, Any]] = None,
   if not is_target:
     return as_text(output)
   return {'object': as_text(output), 'relation': as_text(example['predicate_id'])}
+
+
+def string_to_float(output: Any, *, example: Optional[Mapping[str, Any]] = None,
+                    is_target: bool = False, default: float = -1.0) -> float:
+  """STS-B: the text as a number; `default` when it is not one (T5's convention)."""
+  del example, is_target
+  try:
+    return float(as_text(output))
+  except ValueError:
+    return default
+
+
+# Words ignored when comparing a generated referent with the candidate (T5's list).
+_DETERMINERS = frozenset((
+    'a', 'an', 'few', 'her', 'his', 'each', 'every', 'many', 'much', 'my', 'our', 'some', 'that',
+    'the', 'their', 'these', 'this', 'those', 'which', 'whose', 'your'))
+
+
+def _content_words(text: str) -> List[str]:
+  return [w for w in text.strip().lower().split(' ') if w not in _DETERMINERS]
+
+
+def wsc_simple(output: Any, *, example: Optional[Mapping[str, Any]] = None,
+               is_target: bool = False) -> int:
+  """WSC / DPR as generation: 1 if the generated referent names the candidate, else 0.
+
+  Target: the example's label (is the candidate the pronoun's referent?).
+  Prediction: 1 when, ignoring case and determiners, the generated words are
+  a subset or a superset of the candidate's (and both or neither are
+  possessive); -1 for an empty generation. T5's `wsc_simple` rule.
+  """
+  if is_target:
+    return int(example['label'])
+  prediction = _content_words(as_text(output))
+  if not any(prediction):
+    return -1
+  referent = _content_words(as_text(example['targets_pretokenized']))
+  prediction_text, referent_text = ' '.join(prediction), ' '.join(referent)
+  if ("'" in prediction_text) != ("'" in referent_text):
+    return 0  # 'Bob' does not name "Bob's hat".
+  predicted, candidate = set(prediction), set(referent)
+  return int(predicted <= candidate or candidate <= predicted)
+
+
+def as_text_output(output: Any, *, example: Optional[Mapping[str, Any]] = None,
+                   is_target: bool = False) -> str:
+  """The text itself, stripped (DPR: the generated referent vs the right candidate)."""
+  del example, is_target
+  return as_text(output).strip()

@@ -104,8 +104,10 @@ def record(dataset: tf.data.Dataset) -> tf.data.Dataset:
   """ReCoRD query -> 'record query: ... entities: e1, e2 passage: ...' -> an answer.
 
   One example per gold answer (one with target '<unk>' when there is none, as
-  on the test split), all carrying the full `answers` list and the
-  `idx/passage`, `idx/query` ids by which the metric counts each query once.
+  on the test split), all carrying the full `answers` list, the query's
+  `entities` (the candidates of rank classification, as the recycling code's
+  ReCoRD fork keeps them) and the `idx/passage`, `idx/query` ids by which the
+  metric counts each query once.
   The passage's '@highlight' separators become sentence breaks.
   """
 
@@ -124,6 +126,7 @@ def record(dataset: tf.data.Dataset) -> tf.data.Dataset:
         'inputs': tf.fill([copies], inputs),
         'targets': targets,
         'answers': tf.tile(answers[tf.newaxis], [copies, 1]),
+        'entities': tf.tile(x['entities'][tf.newaxis], [copies, 1]),
         'idx/passage': tf.fill([copies], x['idx']['passage']),
         'idx/query': tf.fill([copies], x['idx']['query']),
     })
@@ -172,3 +175,82 @@ def lama(x, *, soft: bool = False):
     inputs = tf.strings.regex_replace(inputs, r'\[Y\]', LAMA_SENTINEL)
   return {'inputs': inputs, 'targets': x['obj_label'], 'predicate_id': x['predicate_id'],
           'sub_label': x['sub_label']}
+
+
+@seqio.map_over_dataset
+def remove_first_text_token(x, key: str = 'inputs'):
+  """Drops the first space-separated word of `x[key]`: the task name T5 puts first.
+
+  The taskless format of the prompt-tuning code ('rte hypothesis: ...' ->
+  'hypothesis: ...'), so that only the prompt tells the model the task.
+  """
+  return {**x, key: tf.strings.regex_replace(x[key], r'^[^ ]* ', '', replace_global=False)}
+
+
+@seqio.map_over_dataset
+def stsb(x):
+  """STS-B pair -> 'stsb sentence1: ... sentence2: ...' -> the score rounded to 0.2, e.g. '3.4'.
+
+  T5's format: a 26-way classification over '0.0', '0.2', ..., '5.0'.
+  """
+  return {'inputs': _fields(x, 'stsb', ('sentence1', 'sentence2')),
+          'targets': tf.strings.as_string(tf.round(x['label'] * 5) / 5, precision=1),
+          'idx': x['idx']}
+
+
+WSC_SIMPLE_PREFIX = 'wsc:'
+
+
+def _mark_pronoun(x) -> tf.Tensor:
+  """WSC text with its pronoun (span2) as '*pronoun*', by its word index.
+
+  Where the indexed word only starts with the pronoun ('him,"'), the rest is
+  split off ('*him* ,"'); where the index points one word early (the release's
+  'use it'), the next word is taken: T5 special-cases these two examples.
+  """
+  words = tf.strings.split(x['text'], sep=' ')
+  pronoun = x['span2_text']
+  index = tf.cast(x['span2_index'], tf.int32)
+  following = tf.gather(words, tf.minimum(index + 1, tf.size(words) - 1))
+  index = tf.where(tf.logical_and(tf.not_equal(words[index], pronoun),
+                                  tf.equal(following, pronoun)), index + 1, index)
+  word = words[index]
+  rest = tf.strings.substr(word, tf.strings.length(pronoun), -1)
+  marked = tf.strings.join(['*', pronoun, '*'])
+  starts_with_pronoun = tf.equal(tf.strings.substr(word, 0, tf.strings.length(pronoun)), pronoun)
+  marked = tf.where(tf.logical_and(starts_with_pronoun, tf.strings.length(rest) > 0),
+                    tf.strings.join([marked, rest], separator=' '), marked)
+  words = tf.concat([words[:index], [marked], words[index + 1:]], axis=0)
+  return tf.strings.reduce_join(words, separator=' ')
+
+
+def wsc_simple(dataset: tf.data.Dataset, correct_referent_only: bool = False) -> tf.data.Dataset:
+  """WSC -> 'wsc: ... *pronoun* ...' -> the candidate referent (span1), T5's `wsc_simple`.
+
+  The model generates the referent; the postprocessor (`postprocessors.wsc_simple`)
+  says whether the generation names the candidate, compared with the label.
+  Training uses only the examples whose candidate is the right referent
+  (`correct_referent_only`, 259 of WSC's 554).
+  """
+  if correct_referent_only:
+    dataset = dataset.filter(lambda x: tf.equal(x['label'], 1))
+
+  def format_example(x):
+    return {'inputs': tf.strings.join([WSC_SIMPLE_PREFIX, _mark_pronoun(x)], separator=' '),
+            'targets': x['span1_text'], 'label': x['label'], 'idx': x['idx']}
+
+  return dataset.map(format_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@seqio.map_over_dataset
+def dpr_simple(x):
+  """Definite Pronoun Resolution -> 'wsc: ... *pronoun* ...' -> the right candidate.
+
+  The first occurrence of the pronoun followed by a space, '.' or ',' is
+  marked, as T5's `definite_pronoun_resolution_simple`; the two `candidates`
+  are kept for rank classification.
+  """
+  pattern = tf.strings.join([r' (', x['pronoun'], r')( |\.|,)'])
+  sentence = tf.strings.regex_replace(x['sentence'], pattern, r' *\1*\2', replace_global=False)
+  return {'inputs': tf.strings.join([WSC_SIMPLE_PREFIX, sentence], separator=' '),
+          'targets': tf.gather(x['candidates'], x['label']), 'candidates': x['candidates']}

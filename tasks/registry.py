@@ -15,6 +15,7 @@ from tasks import settings
 LabelWords = Union[None, Sequence[str], Callable[[], Sequence[str]]]
 
 _LABEL_WORDS: Dict[str, LabelWords] = {}  # Our tasks -> their label words.
+_CANDIDATES: Dict[str, str] = {}  # Tasks ranking per-example candidates -> the feature holding them.
 _MIXTURES = set()  # Our mixtures.
 
 
@@ -72,7 +73,7 @@ TOKENIZE = (seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
 
 def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Callable],
              postprocess_fn: Callable, metric_fns: Sequence[Callable],
-             label_words: LabelWords) -> seqio.Task:
+             label_words: LabelWords, candidates_feature: Optional[str] = None) -> seqio.Task:
   """Registers a text-to-text task with T5's features and its label words.
 
   Args:
@@ -83,7 +84,12 @@ def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Cal
     metric_fns: `fn(targets, predictions) -> {name: value}`.
     label_words: the class names in class-id order, None for generative tasks,
       or a function computing them when asked (LAMA's candidates need data).
+    candidates_feature: for a task whose candidates differ by example
+      (ReCoRD's entities, DPR's two noun phrases), the example feature that
+      lists them: rank classification chooses among those.
   """
+  if candidates_feature:
+    _CANDIDATES[name] = candidates_feature
   if label_words is not None and not callable(label_words):
     label_words = tuple(label_words)
   _LABEL_WORDS[name] = label_words
@@ -158,3 +164,8 @@ def label_words(name: str) -> Optional[List[str]]:
 def _static_label_words(name: str) -> Optional[tuple]:
   words = _LABEL_WORDS.get(name)
   return None if words is None or callable(words) else tuple(words)
+
+
+def candidates_feature(name: str) -> Optional[str]:
+  """The example feature listing a task's per-example rank candidates, or None."""
+  return _CANDIDATES.get(name)

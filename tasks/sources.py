@@ -10,7 +10,8 @@ Local layout under the data directory (the first existing candidate wins):
 
   SuperGLUE  superglue/<Task>/{train,val,test}.jsonl   (Task: BoolQ CB COPA MultiRC
              ReCoRD RTE WiC WSC, as in the official zips; also super_glue/, SuperGLUE/
-             or <Task>/ directly under the data directory)
+             or <Task>/ directly under the data directory); the diagnostics
+             superglue/AX-b/AX-b.jsonl, superglue/AX-g/AX-g.jsonl (test split)
   SST-2      sst2/{train,dev,test}.tsv                 (or SST-2/, glue/SST-2/, glue_data/SST-2/)
   QQP        qqp/{train,dev,test}.tsv                  (or QQP/, glue/QQP/, glue_data/QQP/)
   IMDB       imdb/{train,test}.jsonl.gz                ({"text", "label"} per line), or the
@@ -19,7 +20,10 @@ Local layout under the data directory (the first existing candidate wins):
              ({"sub","obj"} or {"sub_label","obj_label"}), or LAMA's own
              lama/TREx/<P>.jsonl (test only)
 
-Split names are TFDS's everywhere: 'train', 'validation', 'test'.
+Split names are TFDS's everywhere: 'train', 'validation', 'test'. A task may
+read a slice of one (`switchable_source(split_specs=...)`, TFDS's syntax:
+'train[:-1000]'), from local files and TFDS alike. GLUE tasks other than SST-2
+and QQP, and DPR, have no local reader: they are read from TFDS.
 """
 import csv
 import functools
@@ -29,6 +33,7 @@ import pathlib
 import re
 from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -125,31 +130,85 @@ def _tfds_source(tfds_name: str, tfds_data_dir: Optional[str]) -> seqio.TfdsData
   return seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir)
 
 
-def switchable_source(*, local: LocalFormat, splits: Sequence[str],
-                      tfds_name: Optional[str] = None) -> seqio.FunctionDataSource:
+_SPLIT_SPEC = re.compile(r'^(\w+)(?:\[(-?\d*):(-?\d*)\])?$')
+
+
+_SLICE_SEED = 0
+_LOCAL_ROWS: Dict[Tuple[str, pathlib.Path], list] = {}  # (dataset, file) -> its examples.
+
+
+def _local_rows(fmt: LocalFormat, split: str, root: pathlib.Path) -> list:
+  layout, directory, path = find_local_file(fmt, root, split)
+  key = (fmt.name, path)
+  if key not in _LOCAL_ROWS:
+    _LOCAL_ROWS[key] = list(layout.read(path, directory))
+  return _LOCAL_ROWS[key]
+
+
+def _local_slice(fmt: LocalFormat, root: pathlib.Path, spec: str, *, shuffle: bool,
+                 seed: Optional[int]) -> tf.data.Dataset:
+  """The examples of a split spec ('train', 'train[:-1000]', 'train[-1000:]'), TFDS's slicing.
+
+  Release files are often sorted by label (IMDB: 12,500 negatives first), so a
+  slice is taken from a fixed permutation (seed 0) of the split, not from its
+  file order; a sliced split is held in memory.
+  """
+  match = _SPLIT_SPEC.match(spec)
+  if not match:
+    raise ValueError(f'Split {spec!r}: expected a split name, optionally sliced as '
+                     "'train[:-1000]' or 'train[-1000:]'.")
+  split, start, stop = match.groups()
+  if start is None:
+    return local_dataset(fmt, root, split, shuffle=shuffle, seed=seed)
+  rows = _local_rows(fmt, split, root)
+  order = np.random.default_rng(_SLICE_SEED).permutation(len(rows))
+  chosen = order[slice(int(start) if start else None, int(stop) if stop else None)]
+  ds = tf.data.Dataset.from_generator(lambda: (rows[i] for i in chosen),
+                                      output_signature=dict(fmt.signature))
+  if shuffle:
+    ds = ds.shuffle(_FULL_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+  return ds
+
+
+def switchable_source(*, local: Optional[LocalFormat], splits: Sequence[str],
+                      tfds_name: Optional[str] = None,
+                      split_specs: Optional[Mapping[str, str]] = None,
+                      name: Optional[str] = None) -> seqio.FunctionDataSource:
   """A source reading TFDS or local files, whichever `settings.data_source()` says.
 
   Args:
-    local: the dataset's local release format.
+    local: the dataset's local release format, or None when there is no local
+      reader (then TFDS is required).
     splits: split names the task offers.
     tfds_name: 'builder/config:version', or None when TFDS has no such dataset
       (then a local data directory is required).
+    split_specs: split name -> the split it reads, TFDS's slicing syntax
+      (e.g. {'train': 'train[:-1000]', 'validation': 'train[-1000:]',
+      'test': 'validation'}), for local files and TFDS alike. Default: itself.
+    name: the dataset's name in errors (default: the local format's).
   """
+  name = name or (local.name if local else tfds_name)
+  split_specs = dict(split_specs or {})
 
   def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None) -> tf.data.Dataset:
     source = settings.data_source()
+    spec = split_specs.get(split, split)
     if source.is_local:
-      return local_dataset(local, pathlib.Path(source.local_dir), split, shuffle=shuffle_files,
-                           seed=seed)
+      if local is None:
+        raise ValueError(
+            f'{name} has no local reader here; it is read from TFDS ({tfds_name}): call '
+            f'tasks.set_data_source(None) (and unset ${settings.DATA_DIR_ENV}) to read it.')
+      return _local_slice(local, pathlib.Path(source.local_dir), spec, shuffle=shuffle_files,
+                          seed=seed)
     if tfds_name is None:
       raise ValueError(
-          f'{local.name} has no TFDS builder; its release files must be read locally: '
+          f'{name} has no TFDS builder; its release files must be read locally: '
           f"call tasks.set_data_source(local_dir=DIR) or set ${settings.DATA_DIR_ENV}. "
           f'{local.obtain}')
     return _tfds_source(tfds_name, source.tfds_data_dir).get_dataset(
-        split=split, shuffle=shuffle_files, seed=seed)
+        split=spec, shuffle=shuffle_files, seed=seed)
 
-  dataset_fn.__name__ = f'read_{re.sub(r"[^0-9a-zA-Z]+", "_", local.name).strip("_").lower()}'
+  dataset_fn.__name__ = f'read_{re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()}'
   return seqio.FunctionDataSource(dataset_fn, splits=tuple(splits))
 
 
@@ -203,6 +262,8 @@ SUPER_GLUE_LABELS = {
     'rte': ('entailment', 'not_entailment'),
     'wic': ('False', 'True'),
     'wsc': ('False', 'True'),
+    'axb': ('entailment', 'not_entailment'),
+    'axg': ('entailment', 'not_entailment'),
 }
 
 _SUPER_GLUE_FIELDS = {
@@ -214,6 +275,8 @@ _SUPER_GLUE_FIELDS = {
             'start2': _I32, 'end1': _I32, 'end2': _I32},
     'wsc': {'text': _STR, 'span1_index': _I32, 'span2_index': _I32, 'span1_text': _STR,
             'span2_text': _STR},
+    'axb': {'sentence1': _STR, 'sentence2': _STR},
+    'axg': {'premise': _STR, 'hypothesis': _STR},
 }
 
 
@@ -242,7 +305,7 @@ def _read_super_glue_rows(config: str, path: pathlib.Path, directory: pathlib.Pa
       for k in ('span1', 'span2'):
         row[f'{k}_text'] = _wsc_span_text(row['text'], row[f'{k}_text'], row[f'{k}_index'])
     ex = {k: row[k] for k in fields}
-    ex['idx'] = row['idx']
+    ex['idx'] = int(row['idx'])  # AX-b's ids are strings.
     ex['label'] = _class_id(row['label'], SUPER_GLUE_LABELS[config], path) if 'label' in row else -1
     yield ex
 
@@ -279,7 +342,8 @@ def _read_record(path: pathlib.Path, directory: pathlib.Path):
 def super_glue_format(config: str) -> LocalFormat:
   """The local format of one SuperGLUE task (`config` as TFDS names it, 'wsc' for wsc.fixed)."""
   task_dir = {'boolq': 'BoolQ', 'cb': 'CB', 'copa': 'COPA', 'multirc': 'MultiRC',
-              'record': 'ReCoRD', 'rte': 'RTE', 'wic': 'WiC', 'wsc': 'WSC'}[config]
+              'record': 'ReCoRD', 'rte': 'RTE', 'wic': 'WiC', 'wsc': 'WSC', 'axb': 'AX-b',
+              'axg': 'AX-g'}[config]
   if config == 'multirc':
     read = _read_multirc
     signature = {'paragraph': _STR, 'question': _STR, 'answer': _STR,
@@ -295,7 +359,8 @@ def super_glue_format(config: str) -> LocalFormat:
   layout = LocalLayout(
       dirs=tuple(f'{parent}/{task_dir}' for parent in ('superglue', 'super_glue', 'SuperGLUE'))
       + (task_dir,),
-      files={'train': 'train.jsonl', 'validation': 'val.jsonl', 'test': 'test.jsonl'},
+      files=({'test': f'{task_dir}.jsonl'} if config in ('axb', 'axg') else
+             {'train': 'train.jsonl', 'validation': 'val.jsonl', 'test': 'test.jsonl'}),
       read=read)
   return LocalFormat(name=f'SuperGLUE {task_dir}', layouts=(layout,), signature=signature,
                      obtain=SUPER_GLUE_OBTAIN)

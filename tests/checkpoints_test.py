@@ -25,9 +25,6 @@ from conftest import shared_path
 from prompt_recycling import checkpoints
 from prompt_recycling.models import t5
 
-TINY = t5.T5Config(vocab_size=32128, emb_dim=4, num_heads=2, num_encoder_layers=2,
-                   num_decoder_layers=2, head_dim=2, mlp_dim=8, mlp_activations=('gelu', 'linear'),
-                   logits_via_embedding=False, relative_attention_num_buckets=4)
 EMBEDDING = 'token_embedder/embedding'
 
 
@@ -54,17 +51,18 @@ def _writable_copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
   return dst
 
 
-@pytest.fixture(scope='module')
-def tiny():
-  """(params, config) of the real tiny checkpoint, read once for the module."""
-  return checkpoints.load_params(str(shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')))
+@pytest.fixture
+def tiny(tiny_frozen):
+  """(params, config) of the real tiny checkpoint (conftest reads it once)."""
+  config, params = tiny_frozen
+  return params, config
 
 
 # --- The real T5X checkpoint -----------------------------------------------------------
 
-def test_real_tiny_checkpoint_loads_with_inferred_config(tiny):
+def test_real_tiny_checkpoint_loads_with_inferred_config(tiny, tiny_config):
   params, config = tiny
-  assert config == TINY
+  assert config == tiny_config
   assert config == checkpoints.config_from_params(params)
   checkpoints.validate_params(params, config, 'tiny')  # Exactly T5(config)'s tree and shapes.
   assert params['encoder']['layers_0']['attention']['query']['kernel'].shape == (4, 4)
@@ -173,7 +171,24 @@ def test_latest_of_several_checkpoints_is_read(tiny, tmp_path):
   later = jax.tree.map(lambda x: x + 1, params)
   checkpoints.save_t5x(later, str(tmp_path), 12)  # 12 > 3 although '12' < '3' as text.
   (tmp_path / 'checkpoint_20.tmp').mkdir()  # An unfinished save is not a checkpoint.
+  (tmp_path / 'checkpoint_50').mkdir()  # Nor is a directory without its msgpack file.
   _assert_trees_equal(checkpoints.load_params(str(tmp_path))[0], later)
+
+
+@pytest.mark.parametrize('name', ['directory', 'trailing_slash', 'msgpack_file', 'file_url',
+                                  'model_dir', 'model_dir_url'])
+def test_every_way_of_naming_the_checkpoint_reads_it(tiny_t5x_checkpoint, tiny, name):
+  model_dir = tiny_t5x_checkpoint.parent
+  path = {'directory': str(tiny_t5x_checkpoint),
+          'trailing_slash': f'{tiny_t5x_checkpoint}/',
+          'msgpack_file': str(tiny_t5x_checkpoint / 'checkpoint'),
+          # A URL goes through tensorstore's kvstores, the code path of gs://.
+          'file_url': f'file://{tiny_t5x_checkpoint}',
+          'model_dir': str(model_dir),  # Its latest checkpoint_N.
+          'model_dir_url': f'file://{model_dir}/'}[name]
+  params, config = checkpoints.load_params(path)
+  assert config == tiny[1]
+  _assert_trees_equal(params, tiny[0])
 
 
 def test_gs_paths_become_gcs_kvstores():
@@ -235,7 +250,7 @@ def test_old_layout_with_every_array_inline(tiny, tmp_path, root):
   (tmp_path / 'checkpoint_1' / 'checkpoint').write_bytes(flax.serialization.msgpack_serialize(state))
   loaded, config = checkpoints.load_params(str(tmp_path))
   _assert_trees_equal(loaded, params)
-  assert config == TINY
+  assert config == tiny[1]
 
 
 def test_t5x_specs_written_on_gcs_read_from_a_local_copy(tiny, tmp_path):
@@ -320,13 +335,13 @@ def test_inconsistent_tree_is_refused_whole(tiny, tmp_path):
 
 
 def test_validate_against_a_different_config(tiny):
-  params, _ = tiny
-  wider = dataclasses.replace(TINY, emb_dim=8)
+  params, config = tiny
+  wider = dataclasses.replace(config, emb_dim=8)
   with pytest.raises(checkpoints.CheckpointError,
                      match=r"from/here: parameter 'decoder/decoder_norm/scale' has shape \(4,\), "
                            r'but the configured model expects \(8,\)'):
     checkpoints.validate_params(params, wider, 'from/here')
-  relu = dataclasses.replace(TINY, mlp_activations=('relu',))
+  relu = dataclasses.replace(config, mlp_activations=('relu',))
   with pytest.raises(checkpoints.CheckpointError, match=r'missing .*mlp/wi/kernel.*unexpected'):
     checkpoints.validate_params(params, relu, 'from/here')
 
@@ -412,6 +427,8 @@ def test_hf_directory_loads(hf_model, tmp_path, files):
   _assert_trees_equal(params, _hf_expected(hf_model))
   partial, _ = checkpoints.load_params(str(tmp_path), only=['decoder/relpos_bias'])
   assert list(_flat(partial)) == ['decoder/relpos_bias/rel_embedding']
+  np.testing.assert_array_equal(checkpoints.load_token_embedding(str(tmp_path)),
+                                hf_model.shared.weight.detach().numpy())
 
 
 def test_hf_bfloat16_safetensors(hf_model, tmp_path):

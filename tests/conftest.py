@@ -26,6 +26,16 @@ def shared_path(*parts: str) -> pathlib.Path:
   return path
 
 
+@pytest.fixture(scope='session')
+def tiny_config():
+  """The T5Config of the real tiny T5X checkpoint (T5X's own test checkpoint; T5 1.1)."""
+  from prompt_recycling.models import t5  # pylint: disable=g-import-not-at-top
+  return t5.T5Config(vocab_size=32128, emb_dim=4, num_heads=2, head_dim=2, mlp_dim=8,
+                     num_encoder_layers=2, num_decoder_layers=2,
+                     mlp_activations=('gelu', 'linear'), logits_via_embedding=False,
+                     relative_attention_num_buckets=4)
+
+
 @pytest.fixture
 def tiny_t5x_checkpoint() -> pathlib.Path:
   """The real T5X-format tiny T5 1.1 checkpoint (emb 4, 2 heads of 2, mlp 8, 2+2 layers)."""

@@ -93,8 +93,10 @@ def test_eval_and_infer_read_the_numpy_export(tmp_path):
   data_flags = lambda fn: [f"--gin.{fn}.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
                            f"--gin.{fn}.data_dir='{shared_path()}'", f'--gin.{fn}.max_examples=16']
   out = tmp_path / 'eval.json'
+  # Rank classification (the run file's default is t5x's greedy decoding + exact match).
   evaluated = _run(_command('eval', model, '--gin_file=gin_configs/runs/prompt_eval.gin', *common,
-                            *data_flags('evaluate'), f"--gin.EVAL_OUTPUT='{out}'"))
+                            *data_flags('evaluate'), f"--gin.EVAL_OUTPUT='{out}'",
+                            "--gin.EVAL_MODE='rank'"))
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   metrics = json.loads(out.read_text())
   assert (metrics['task'], metrics['split'], metrics['mode']) == ('glue_sst2_v2', 'validation', 'rank')

@@ -1,7 +1,10 @@
-"""Late prompt tuning: the real training loop, where gradients stop, instance dependence, files."""
+"""Late prompt tuning: the authors' generators (golden), the real training loop, where gradients
+stop, instance dependence, files."""
 import csv
+import pathlib
 
 import flax
+import flax.linen
 import gin
 import jax
 import jax.numpy as jnp
@@ -147,6 +150,76 @@ def test_checkpoint_export_reloads_and_evaluates_identically(trained, frozen, ss
   assert (teacher_forced_greedy() != predicted).any()
 
 
+GOLDEN = pathlib.Path(__file__).parent / 'testdata' / 'fidelity' / 'lpt_generators.npz'
+
+
+@pytest.mark.parametrize('kind', lpt.GENERATORS)
+def test_generators_match_the_authors_pytorch_modules(kind):
+  """Same weights, same hidden states (rows of 7, 5 and 2 valid tokens, P = 3): same prompts."""
+  golden = np.load(GOLDEN)
+  params = {name: {'kernel': golden[f'{kind}_{name}_kernel'], 'bias': golden[f'{kind}_{name}_bias']}
+            for name in ('down', 'up')}
+  generator = lpt.PromptGenerator(3, kind, bottleneck=4)
+  prompt = generator.apply({'params': params}, golden['hidden'], golden['mask'])
+  np.testing.assert_allclose(prompt, golden[f'{kind}_prompt'], rtol=1e-5, atol=1e-6)
+  # Padding beyond the valid tokens changes nothing (the pooling reads valid tokens only).
+  padded = generator.apply({'params': params}, np.pad(golden['hidden'], ((0, 0), (0, 4), (0, 0)),
+                                                      constant_values=9.0),
+                           np.pad(golden['mask'], ((0, 0), (0, 4))))
+  np.testing.assert_allclose(padded, prompt, rtol=1e-6, atol=1e-6)
+
+
+def test_generator_init_is_pytorch_linear_default():
+  """Kernels and biases U(+-1/sqrt(fan_in)), as torch.nn.Linear (std bound / sqrt(3))."""
+  params = lpt.PromptGenerator(PROMPT_LENGTH, bottleneck=128).init(
+      jax.random.key(0), jnp.zeros((1, 1, 256)), jnp.ones((1, 1), bool))['params']
+  params = flax.linen.unbox(params)
+  for name, fan_in in (('down', 256), ('up', 128)):
+    bound = 1 / np.sqrt(fan_in)
+    for leaf in ('kernel', 'bias'):
+      x = np.asarray(params[name][leaf])
+      assert np.abs(x).max() <= bound and np.abs(x).max() > 0.9 * bound, (name, leaf)
+    np.testing.assert_allclose(np.asarray(params[name]['kernel']).std(), bound / np.sqrt(3),
+                               rtol=0.05)
+
+
+def test_generator_reads_the_next_layers_frozen_norm(frozen, sst2_examples):
+  """T5 1.1 is pre-LN: the generator sees layer k's pre-attention norm of the stream, by default."""
+  model = t5.T5(CONFIG)
+  k = CONFIG.num_encoder_layers // 2
+  tokens = data.to_batch(sst2_examples[:2], LENGTHS)['encoder_input_tokens']
+  scaled = jax.tree.map(np.array, frozen)
+  scaled['encoder'][f'layers_{k}']['pre_attention_layer_norm']['scale'] *= 3.0
+  params = lpt.late_prompt_tuning(PROMPT_LENGTH, model_config=CONFIG).init(jax.random.key(1), frozen)
+
+  def prompts_for(normalize):
+    method = lpt.late_prompt_tuning(PROMPT_LENGTH, model_config=CONFIG, normalize_input=normalize)
+    return jax.jit(lambda f: lpt.late_prompts(method, model, f, params, tokens))
+
+  for normalize, changes in ((True, True), (False, False)):
+    fn = prompts_for(normalize)
+    assert (np.abs(np.asarray(fn(frozen)) - np.asarray(fn(scaled))).max() > 1e-3) == changes
+
+  @jax.jit
+  def arriving(f):
+    """The hidden states and mask arriving at layer k."""
+    seen = {}
+
+    def capture(hidden, mask):
+      seen['hidden'], seen['mask'] = hidden, mask
+      return hidden, mask
+    model.apply({'params': f}, tokens, hook=capture, hook_layer=k, method=t5.T5.encode)
+    return seen['hidden'], seen['mask']
+
+  # Recomputed by hand: those states RMS-normalised with layer k's scale, then the generator.
+  hidden, mask = arriving(scaled)
+  h = np.asarray(hidden, np.float64)
+  h = h / np.sqrt(np.mean(h ** 2, -1, keepdims=True) + CONFIG.layer_norm_epsilon)
+  h = h * scaled['encoder'][f'layers_{k}']['pre_attention_layer_norm']['scale']
+  expected = lpt.PromptGenerator(PROMPT_LENGTH).apply({'params': params}, h.astype(np.float32), mask)
+  np.testing.assert_allclose(prompts_for(True)(scaled), expected, rtol=1e-4, atol=1e-5)
+
+
 def _prompt_sum_grad(frozen, method, params, tokens, weights):
   """d sum(weights * late prompt) / d frozen parameters."""
   def f(frozen):
@@ -156,7 +229,7 @@ def _prompt_sum_grad(frozen, method, params, tokens, weights):
 
 def _without_stop_gradient(method, hook_layer):
   """The same generator, but reading the hidden states with their gradient (the control)."""
-  generator = lpt.PromptGenerator(PROMPT_LENGTH)
+  generator = lpt.PromptGenerator(PROMPT_LENGTH)  # Raw states (no norm): the control.
 
   def encoder_args(params, batch_size):
     del batch_size

@@ -27,9 +27,15 @@ def _run(out_dir, num_processes):
   procs = [subprocess.Popen([sys.executable, str(SCRIPT), str(out_dir), str(i), str(num_processes),
                              str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
            for i in range(num_processes)]
-  for p in procs:
-    out, _ = p.communicate(timeout=600)
-    assert p.returncode == 0, out.decode()[-3000:]
+  try:
+    for p in procs:
+      out, _ = p.communicate(timeout=600)
+      assert p.returncode == 0, out.decode()[-3000:]
+  finally:  # A failed or stuck process must not leave its peers waiting on it.
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
   return np.load(out_dir / 'result.npz')
 
 

@@ -48,20 +48,73 @@ def test_schedule_warms_up_then_decays_to_a_tenth():
   assert max(sizes) == pytest.approx(1e-2, rel=0.05) and sizes[-1] == pytest.approx(1e-3, rel=0.1)
 
 
+def _sources(stream, seed=1):
+  span_rows, lm_rows = objectives.chunks(stream, 34), objectives.chunks(stream, 15)
+  texts = [np.arange(5, 5 + n, dtype=np.int32) for n in (3, 40, 7, 90, 12)]
+  labelled = (np.asarray([7, 8], np.int32), texts,
+              [np.asarray([word, 1], np.int32) for word in (2841, 1465, 2841, 1465, 2841)])
+  span = pretrain.Source('span_corruption',
+                         lambda s: objectives.examples(span_rows, 'span_corruption', seed, s),
+                         {'inputs': 32, 'targets': 8})
+  lm = pretrain.Source('prefix_lm', lambda s: objectives.examples(lm_rows, 'prefix_lm', seed, s),
+                       {'inputs': 16, 'targets': 16})
+  task = pretrain.Source('supervised',
+                         lambda s: objectives.supervised_examples(labelled, seed, 0, 32, s),
+                         {'inputs': 32, 'targets': 2}, weight=2)
+  return span, lm, task
+
+
+def test_interleave_follows_the_weights_from_any_step():
+  sources = [pretrain.Source(n, None, {}, w) for n, w in (('a', 2), ('b', 1))]
+  seen = [0, 0]
+  for step in range(10):
+    which, before = pretrain.interleave(sources, step)
+    assert before == seen  # Counts known without replaying the steps.
+    seen[which] += 1
+  assert [pretrain.interleave(sources, s)[0] for s in range(6)] == [0, 0, 1, 0, 0, 1]
+
+
 def test_phase_batches_resume_at_any_step_and_switch_objective():
   stream = np.arange(100, 100 + 3000).astype(np.uint16)
-  phases = [('span_corruption', 5, objectives.chunks(stream, 34), {'inputs': 32, 'targets': 8}),
-            ('prefix_lm', 3, objectives.chunks(stream, 15), {'inputs': 16, 'targets': 16})]
-  full = list(pretrain.phase_batches(phases, 4, seed=1, start_step=0))
-  assert len(full) == 8
-  assert [b['decoder_target_tokens'].shape for b in full] == [(4, 8)] * 5 + [(4, 16)] * 3
+  span, lm, task = _sources(stream)
+  phases = [(5, [span]), (3, [lm]), (6, [span, task])]
+  full = list(pretrain.phase_batches(phases, 4, start_step=0))
+  assert len(full) == 14
+  assert [b['decoder_target_tokens'].shape for b in full] == (
+      [(4, 8)] * 5 + [(4, 16)] * 3 + [(4, 8), (4, 2), (4, 2)] * 2)
   assert all((b['decoder_target_tokens'][:, 0] == 32099).all() for b in full[:5])
-  assert not any((b['encoder_input_tokens'] >= 32000).any() for b in full[5:])  # No sentinels.
-  for start in [1, 4, 5, 6, 8]:
-    resumed = list(pretrain.phase_batches(phases, 4, seed=1, start_step=start))
-    assert len(resumed) == 8 - start
+  assert not any((b['encoder_input_tokens'] >= 32000).any() for b in full[5:8])  # No sentinels.
+  for b in (full[9], full[10], full[12], full[13]):  # Supervised: prefix, text, EOS -> word, EOS.
+    assert (b['encoder_input_tokens'][:, :2] == [7, 8]).all()
+    assert set(b['decoder_target_tokens'][:, 0]) <= {2841, 1465}
+    assert (b['decoder_target_tokens'][:, 1] == 1).all()
+  for start in [1, 4, 5, 6, 8, 9, 10, 11, 13, 14]:
+    resumed = list(pretrain.phase_batches(phases, 4, start_step=start))
+    assert len(resumed) == 14 - start
     for want, got in zip(full[start:], resumed):
       jax.tree.map(np.testing.assert_array_equal, want, got)
+
+
+def test_supervised_examples_crop_long_texts_to_a_window_of_the_text():
+  stream = np.arange(100, 100 + 3000).astype(np.uint16)
+  _, _, task = _sources(stream)
+  examples = list(itertools.islice(task.examples(0), 50))
+  lengths = set()
+  for ex in examples:
+    text = ex['inputs'][2:-1]
+    assert len(ex['inputs']) <= 32 and ex['inputs'][-1] == 1
+    # A contiguous run of the source text (ids 5, 6, 7, ...), whole when it fits.
+    np.testing.assert_array_equal(np.diff(text), 1)
+    lengths.add(len(text))
+  assert {3, 7, 12} <= lengths and max(lengths) <= 29 and len(lengths) > 5
+
+
+def test_read_labelled_refuses_evaluation_splits_and_reads_imdb_train():
+  with pytest.raises(ValueError, match='evaluation split'):
+    objectives.read_labelled('/data/imdb/test.jsonl.gz')
+  pairs = objectives.read_labelled(str(shared_path('imdb', 'train.jsonl.gz')))
+  assert len(pairs) == 25000 and sum(label for _, label in pairs) == 12500
+  assert pairs[0][0].startswith(pairs[0][0].strip()) and pairs[0][1] == 0
 
 
 def test_lm_adaptation_steps_must_fit(tmp_path):

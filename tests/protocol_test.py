@@ -76,16 +76,6 @@ def test_protocol_recycles_and_evaluates_through_the_target(tmp_path, two_models
   assert any(v != baseline for v in recomputed.values()), (recomputed, baseline)
 
 
-def test_summary_success_rate_counts_prompts_above_the_baseline():
-  results = [experiment.Result('-', 'B', 'baseline', '-', 50.0),
-             experiment.Result('A', 'B', 'v2v-lin', 'p0', 60.0),
-             experiment.Result('A', 'B', 'v2v-lin', 'p1', 40.0),
-             experiment.Result('A', 'B', 'v2v-lin', 'p2', 55.0)]
-  (row,) = experiment.summarize(results)
-  assert row['success_rate'] == pytest.approx(2 / 3)
-  assert row['mean'] == pytest.approx(155 / 3) and row['baseline'] == 50.0 and row['n'] == 3
-
-
 def test_mismatched_vocabularies_are_refused():
   with pytest.raises(ValueError, match='32128 and 32100 rows'):
     experiment.select_rows(np.zeros((32128, 4)), np.zeros((32100, 8)), 'all')

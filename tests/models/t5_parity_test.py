@@ -42,6 +42,9 @@ HF_VARIANTS = {
     't5_1_1': dict(feed_forward_proj='gated-gelu', tie_word_embeddings=False),
     # Original T5: ReLU, output layer tied to the embedding, scaled by d_model**-0.5.
     't5': dict(feed_forward_proj='relu', tie_word_embeddings=True),
+    # A scaled decoder output with a separate lm_head (transformers 5 can write it): the
+    # loader folds the scale into the output kernel.
+    'scaled_separate_lm_head': dict(feed_forward_proj='gated-relu', tie_word_embeddings=True),
 }
 
 
@@ -56,7 +59,7 @@ def _hf_model(variant: str, seed: int = 0):
   model = transformers.T5ForConditionalGeneration(cfg).eval()
   with torch.no_grad():
     model.shared.weight.normal_(0.0, 2.0)
-    if variant == 't5_1_1':
+    if variant != 't5':
       # Transformers 5 ties lm_head at construction; a new parameter unties it
       # and save_pretrained then writes both tensors.
       model.lm_head.weight = torch.nn.Parameter(torch.randn(VOCAB, 32) * 3.0)
@@ -116,7 +119,8 @@ def test_logits_match_hf(hf_checkpoint):
   assert config.relative_attention_num_buckets == 16
   assert config.relative_attention_max_distance == 24
   assert config.logits_via_embedding == (variant == 't5')
-  assert config.mlp_activations == {'t5_1_1': ('gelu', 'linear'), 't5': ('relu',)}[variant]
+  assert config.mlp_activations == {'t5_1_1': ('gelu', 'linear'), 't5': ('relu',),
+                                    'scaled_separate_lm_head': ('relu', 'linear')}[variant]
 
   enc, dec = _padded_batch()
   expected = _hf_logits(model, enc, dec)

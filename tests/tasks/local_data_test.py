@@ -119,7 +119,7 @@ def test_multirc_metric_on_the_whole_validation_split():
   targets = [task.postprocess_fn(t, example=ex, is_target=True) for t, ex in zip(texts, examples)]
   perfect = [task.postprocess_fn(t, example=ex, is_target=False) for t, ex in zip(texts, examples)]
   [metric_fn] = task.metric_fns
-  assert metric_fn(targets, perfect) == {'f1a': 100.0, 'exact_match': 100.0}
+  assert metric_fn(targets, perfect) == {'f1': 100.0, 'exact_match': 100.0}
   one_wrong = list(perfect)
   one_wrong[0] = {'value': 1 - perfect[0]['value']}
   assert metric_fn(targets, one_wrong)['exact_match'] == pytest.approx(100 * 952 / 953)

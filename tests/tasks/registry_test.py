@@ -21,14 +21,63 @@ def clean_settings(monkeypatch):
   tasks.set_vocabulary(None)
 
 
+GLUE = ['glue_ax_v2', 'glue_cola_v2', 'glue_mnli_matched_v2', 'glue_mnli_mismatched_v2',
+        'glue_mnli_v2', 'glue_mrpc_v2', 'glue_qnli_v2', 'glue_qqp_v2', 'glue_rte_v2',
+        'glue_sst2_v2', 'glue_stsb_v2', 'glue_wnli_v2']
+OTHERS = ['super_glue_axb_v102', 'super_glue_axg_v102', 'super_glue_wsc_v102_simple_train',
+          'super_glue_wsc_v102_simple_eval', 'dpr_v001_simple', 'imdb_reviews']
+VERBALIZERS = ['glue_qqp_v2_taskless_0_1', 'glue_qqp_v2_taskless_unique_duplicate',
+               'glue_qqp_v2_taskless_not_spc_duplicate_duplicate', 'imdb_reviews_taskless_0_1']
+
+
 def test_registered_names():
   names = tasks.names()
-  assert set(SUPER_GLUE + ['super_glue_v102_proportional', 'glue_sst2_v2', 'glue_qqp_v2',
-                           'imdb_reviews', 'lama_trex', 'lama_trex_soft']) <= set(names)
+  base = SUPER_GLUE + GLUE + OTHERS
+  expected = base + [tasks.variants.taskless_name(n) for n in base] + VERBALIZERS
+  assert set(expected + ['super_glue_v102_proportional', 'lama_trex', 'lama_trex_soft']) <= set(names)
   assert len([n for n in names if n.startswith('lama_trex_P')]) == 41
   assert len([n for n in names if n.startswith('lama_trex_soft_P')]) == 41
-  assert len(names) == 8 + 1 + 3 + 2 * 41 + 2
-  assert sorted(t.name for t in tasks.get_task('super_glue_v102_proportional').tasks) == SUPER_GLUE
+  assert len(names) == len(expected) + 1 + 2 * 41 + 2
+
+
+def test_super_glue_mixture_is_t5s():
+  # t5/data/glue_utils.py: SUPER_GLUE_WEIGHT_MAPPING.
+  rates = {t.name: tasks.get_task('super_glue_v102_proportional').get_rate(t)
+           for t in tasks.get_task('super_glue_v102_proportional').tasks}
+  assert rates == {
+      'dpr_v001_simple': 1_322., 'super_glue_wsc_v102_simple_train': 259.,
+      'super_glue_wsc_v102_simple_eval': 0., 'super_glue_boolq_v102': 9_427.,
+      'super_glue_cb_v102': 250., 'super_glue_copa_v102': 400.,
+      'super_glue_multirc_v102': 27_243., 'super_glue_record_v102': 138_854.,
+      'super_glue_rte_v102': 2_490., 'super_glue_wic_v102': 5_428.,
+      'super_glue_axb_v102': 0., 'super_glue_axg_v102': 0.}
+
+
+@pytest.mark.parametrize('name,splits', [
+    ('glue_sst2_v2_taskless', {'train': 'train[:-1000]', 'validation': 'train[-1000:]',
+                               'test': 'validation'}),
+    ('glue_qqp_v2_taskless', {'train': 'train[:-10000]', 'validation': 'train[-10000:]',
+                              'test': 'validation'}),
+    ('super_glue_record_v102_taskless', {'train': 'train[:-10000]',
+                                         'validation': 'train[-10000:]', 'test': 'validation'}),
+    ('super_glue_cb_v102_taskless', {'train': 'train', 'validation': 'validation',
+                                     'test': 'validation'}),  # 250 examples: nothing to hold out.
+    ('imdb_reviews', {'train': 'train[:-1000]', 'validation': 'train[-1000:]', 'test': 'test'}),
+])
+def test_held_out_splits_are_the_recycling_codes(name, splits, monkeypatch):
+  read = []
+
+  class FakeTfds:
+
+    def get_dataset(self, split, shuffle, seed):
+      del shuffle, seed
+      read.append(split)
+
+  monkeypatch.setattr(tasks.sources, '_tfds_source', lambda *args: FakeTfds())
+  source = tasks.get_task(name).source
+  for split in splits:
+    source.get_dataset(split=split, shuffle=False)
+  assert dict(zip(splits, read)) == splits
   assert len(tasks.get_task('lama_trex').tasks) == 41
 
 
@@ -50,6 +99,13 @@ def test_lama_relations_are_those_of_the_release():
     ('super_glue_wsc_v102', ['False', 'True']),
     ('super_glue_record_v102', None),
     ('super_glue_v102_proportional', None),
+    ('glue_mrpc_v2', ['not_equivalent', 'equivalent']),
+    ('glue_rte_v2_taskless', ['entailment', 'not_entailment']),
+    ('glue_wnli_v2', ['not_entailment', 'entailment']),
+    ('glue_mnli_v2', ['entailment', 'neutral', 'contradiction']),
+    ('super_glue_axb_v102', ['entailment', 'not_entailment']),
+    ('glue_qqp_v2_taskless_not_spc_duplicate_duplicate', ['not duplicate', 'duplicate']),
+    ('imdb_reviews_taskless_0_1', ['0', '1']),
 ])
 def test_label_words(name, words):
   assert tasks.label_words(name) == words

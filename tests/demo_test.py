@@ -1,0 +1,51 @@
+"""README command 1 (the demo) end to end at a tiny budget, as a user runs it."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytest.importorskip('seqio')
+
+
+def _demo(tmp_path, *flags):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # One CPU device, as a user.
+  return subprocess.run([sys.executable, '-m', 'prompt_recycling.demo',
+                         f'--output_dir={tmp_path / "demo"}', *flags],
+                        cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_demo_runs_the_whole_protocol_quietly(tmp_path, tiny_t5x_checkpoint):
+  # The real tiny T5X checkpoint stands in for A and B (fast); the shipped C is unused.
+  result = _demo(tmp_path, f'--model_a={tiny_t5x_checkpoint}', f'--model_b={tiny_t5x_checkpoint}',
+                 '--targets=B', '--train_steps=2', '--seeds=0', '--eval_examples=24')
+  assert result.returncode == 0, result.stderr[-3000:]
+  # The table with intervals, the verdict and what the numbers are not.
+  assert '| A -> B | v2v-lin | 2 |' in result.stdout and '[95% CI]' in result.stdout
+  assert 'zero-shot' in result.stdout and "What they are not: the papers' numbers" in result.stdout
+  # Quiet terminal: no INFO lines (orbax, trainer); they are in the run's log instead.
+  assert not [l for l in result.stderr.splitlines() if l.startswith('I') and '] ' in l]
+  assert 'Saving' in (tmp_path / 'demo' / 'log.txt').read_text() or (
+      tmp_path / 'demo' / 'log.txt').stat().st_size > 0
+  with (tmp_path / 'demo' / 'results.csv').open() as f:
+    rows = list(csv.DictReader(f))
+  recyclers = {r['recycler'] for r in rows if r['source'] == 'A' and r['target'] == 'B'}
+  assert recyclers == {'v2v-lin', 'lin-comb', 'v2v-nn', 'neural-projector', 'relative',
+                       'nearest-neighbor'}
+  assert {r['num_examples'] for r in rows} == {'24'}
+  assert (tmp_path / 'demo' / 'summary.png').stat().st_size > 10_000
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--model_a=/no/such/checkpoint'], '/no/such/checkpoint'),
+    (['--targets=D'], "unknown ['D']"),
+    (['--targets=C'], '--model_c'),
+])
+def test_demo_user_mistakes_are_one_line(tmp_path, flags, message):
+  result = _demo(tmp_path, *flags)
+  assert result.returncode == 2
+  assert 'Traceback' not in result.stderr and message in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith('error: ')

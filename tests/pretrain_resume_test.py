@@ -1,0 +1,73 @@
+"""A pretraining run stopped before the span-corruption -> LM-adaptation boundary and rerun
+equals an uninterrupted one (through `pretrain.pretrain`, the tiny config, 8 steps)."""
+import jax
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from prompt_recycling import checkpoints
+from prompt_recycling import pretrain
+from prompt_recycling import run_dir
+from prompt_recycling.models import t5
+
+TINY = t5.T5Config(vocab_size=32128, emb_dim=8, num_heads=4, num_encoder_layers=2,
+                   num_decoder_layers=2, head_dim=3, mlp_dim=16)
+
+
+@pytest.fixture
+def compilation_cache(tmp_path):
+  """JAX's persistent compilation cache for this test only: the three runs compile once."""
+  from jax._src import compilation_cache as cache  # pylint: disable=g-import-not-at-top
+  saved = {name: getattr(jax.config, name) for name in (
+      'jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs')}
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path / 'xla_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  cache.reset_cache()
+  yield
+  for name, value in saved.items():
+    jax.config.update(name, value)
+  cache.reset_cache()
+
+
+class _Killed(Exception):
+  """Stands in for a preemption right after a checkpoint is durable."""
+
+
+def _pretrain(model_dir):
+  # One token-stream cache for the three runs: the corpus is tokenized once.
+  return pretrain.pretrain(
+      model_dir=str(model_dir), model_config=TINY,
+      corpus=[str(shared_path('pretrain_corpus', 'enwiki_wikiextractor_sample.jsonl.gz'))],
+      vocabulary_path=str(shared_path('t5', 'sentencepiece.model')),
+      train_steps=8, lm_adaptation_steps=3,  # Span corruption: steps 1-5; LM adaptation: 6-8.
+      batch_size=8, inputs_length=32, lm_length=16, warmup_steps=2, learning_rate=3e-2,
+      seed=1, max_corpus_documents=50, cache_dir=str(model_dir.parent / 'corpus'),
+      save_every=2, export_dtype=None, progress=False)
+
+
+def test_killed_and_rerun_across_the_phase_boundary_equals_uninterrupted(
+    tmp_path, monkeypatch, compilation_cache):  # pylint: disable=redefined-outer-name,unused-argument
+  killed_at = 4  # The last checkpoint before the boundary; the rerun crosses it.
+  full, _ = checkpoints.load_params(_pretrain(tmp_path / 'full'))
+
+  save = run_dir.save
+
+  def save_then_die(manager, step, state, data_position):
+    save(manager, step, state, data_position)
+    if step == killed_at:
+      raise _Killed
+
+  monkeypatch.setattr(run_dir, 'save', save_then_die)
+  with pytest.raises(_Killed):
+    _pretrain(tmp_path / 'killed')
+
+  saved = []
+
+  def record(manager, step, state, data_position):
+    saved.append(step)
+    save(manager, step, state, data_position)
+
+  monkeypatch.setattr(run_dir, 'save', record)
+  resumed, _ = checkpoints.load_params(_pretrain(tmp_path / 'killed'))
+  assert saved == list(range(killed_at + 2, 9, 2))  # It resumed, not restarted.
+  jax.tree.map(np.testing.assert_array_equal, full, resumed)

@@ -1,0 +1,87 @@
+"""Rank classification in `prompt_recycling.evaluation`: per-example candidates, length normalisation."""
+import jax
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from prompt_recycling import checkpoints
+from prompt_recycling import evaluation
+from prompt_recycling import partitioning
+from prompt_recycling import prompts
+from prompt_recycling import trainer
+from prompt_recycling.models import t5
+from tasks import metrics as metrics_lib
+
+LENGTHS = {'inputs': 16, 'targets': 2}  # Shorter than most candidates: they must not be cut.
+
+
+@pytest.fixture(scope='module')
+def tiny(t5_vocab):
+  params, config = checkpoints.load_params(str(shared_path('t5', 'test_t5_1_1_tiny',
+                                                           'checkpoint_3')))
+  steps = trainer.Steps(t5.T5(config), prompts.prompt_tuning(3), None, partitioning.make_mesh(1))
+  frozen = steps.put_frozen(params)
+  prompt = np.random.default_rng(0).normal(size=(3, config.emb_dim)).astype(np.float32) * 5
+  return steps, trainer.put_on_mesh({'prompt': prompt}, steps.params_shardings), frozen
+
+
+def _one_by_one(tiny, inputs, target):
+  steps, params, frozen = tiny
+  batch = {'encoder_input_tokens': np.zeros((8, LENGTHS['inputs']), np.int32),
+           'decoder_target_tokens': np.zeros((8, len(target)), np.int32)}
+  batch['encoder_input_tokens'][:, :len(inputs)] = inputs
+  batch['decoder_target_tokens'][:] = target
+  batch['decoder_input_tokens'] = np.concatenate(
+      [np.zeros((8, 1), np.int32), batch['decoder_target_tokens'][:, :-1]], axis=1)
+  batch['decoder_loss_weights'] = (batch['decoder_target_tokens'] > 0).astype(np.float32)
+  sharded = partitioning.shard_batch(batch, steps.mesh)
+  return float(np.asarray(steps.score(params, frozen, sharded))[0])
+
+
+def test_length_normalisation_divides_by_the_target_length_with_eos():
+  # 'False' (3 pieces + EOS) vs 'True' (1 + EOS): the sum favours the short label.
+  candidates = [[5, 6, 7, 1], [8, 1]]
+  assert evaluation.reduce_scores([-6.0, -4.0], candidates, normalize=False).argmax() == 1
+  normed = evaluation.reduce_scores([-6.0, -4.0], candidates, normalize=True)
+  np.testing.assert_allclose(normed, [-1.5, -2.0])
+  assert normed.argmax() == 0
+
+
+def test_rank_scores_score_each_examples_own_candidates_uncut(tiny, t5_vocab):
+  encode = lambda s: list(t5_vocab.encode(s)) + [1]
+  examples = [{'inputs': encode('record query: who won? entities: A, B')},
+              {'inputs': encode('dpr: he asked him')}]
+  candidates = [[encode('New York Yankees'), encode('Bob')], [encode('the tall man in red')]]
+  steps, params, frozen = tiny
+  scores = evaluation.rank_scores(steps, params, frozen, examples, candidates, batch_size=8,
+                                  feature_lengths=LENGTHS)
+  assert [s.shape for s in scores] == [(2,), (1,)]
+  for ex, cands, row in zip(examples, candidates, scores):
+    for cand, score in zip(cands, row):
+      assert score == pytest.approx(_one_by_one(tiny, ex['inputs'], cand), rel=1e-5, abs=1e-5)
+
+
+def test_normalised_ranking_divides_by_length_with_eos(tiny, t5_vocab):
+  encode = lambda s: list(t5_vocab.encode(s)) + [1]
+  words = ['True', 'not_entailment']  # 1 and 5 pieces.
+  examples = [{'inputs': encode(t), 'targets_pretokenized': w}
+              for t, w in [('rte hypothesis: a premise: b', 'True'),
+                           ('rte hypothesis: c premise: d', 'not_entailment'),
+                           ('wic sentence1: x sentence2: y word: z', 'True')]]
+  steps, params, frozen = tiny
+  kwargs = dict(batch_size=8, feature_lengths=LENGTHS, decode=t5_vocab.decode, label_words=words,
+                encode=encode, rank_metric_fn=metrics_lib.rank_classification_metrics)
+  raw = evaluation.rank_scores(steps, params, frozen, examples, [[encode(w) for w in words]] * 3,
+                               batch_size=8, feature_lengths=LENGTHS)
+  lengths = np.array([len(encode(w)) for w in words])
+  assert list(lengths) == [2, 6]
+  for mode, expected in (('rank', np.stack(raw)), ('rank_normalized', np.stack(raw) / lengths)):
+    seen = []
+    kwargs['metric_fns'] = [lambda t, p: seen.append(p) or {}]
+    metrics = evaluation.evaluate(steps, params, frozen, examples, mode=mode, **kwargs)
+    assert seen[0] == [words[i] for i in expected.argmax(axis=1)]
+    target_ids = [0, 1, 0]
+    assert metrics == pytest.approx({
+        **metrics_lib.rank_classification_metrics(expected, target_ids),
+        **{f'normed_{k}': v for k, v in metrics_lib.rank_classification_metrics(
+            np.stack(raw) / lengths, target_ids).items()}}, nan_ok=True)
