@@ -62,21 +62,20 @@ def load_model(spec: Mapping[str, Any]):
   return config, params
 
 
-def select_rows(source_emb: np.ndarray, target_emb: np.ndarray, vocabulary: str) -> tuple:
-  """The aligned [vocab, embed] rows the recyclers fit on.
+def select_rows(source_emb: np.ndarray, target_emb: np.ndarray, vocabulary: str) -> np.ndarray:
+  """The ids [num_tokens] of the rows the recyclers fit on.
 
-  `vocabulary` is a `recycling.vocab.select` spec: 'all', 'first:N[@OFFSET]',
-  or the path of a filtered-vocabulary JSON (the recycling paper's English filter).
+  `vocabulary` is a `recycling.vocab.select` spec (already resolved from
+  'auto' for the recycler: `recycling.vocab.resolve`).
   """
   if source_emb.shape[0] != target_emb.shape[0]:
     raise ValueError(f'Source and target embedding tables have {source_emb.shape[0]} and '
                      f'{target_emb.shape[0]} rows: models of different vocabularies must be '
                      'aligned by token string first (recycling.vocab.align_by_piece).')
-  ids = recycling_vocab.select(vocabulary, source_emb.shape[0])
-  return source_emb[ids], target_emb[ids]
+  return recycling_vocab.select(vocabulary, source_emb.shape[0])
 
 
-class _Target:
+class TargetModel:
   """A target model on the mesh, with one compiled evaluator for every prompt of one length."""
 
   def __init__(self, spec, task: str, split: str, mode: str, lengths, batch_size,
@@ -111,7 +110,7 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
         prompt_files: Mapping[str, Sequence[str]], recyclers: Mapping[str, Mapping[str, Any]],
         task: str, output_dir: str, metric: str = 'accuracy', split: str = 'validation',
         mode: str = 'rank', task_feature_lengths: Mapping[str, int] = None,
-        batch_size: int = 32, max_examples: Optional[int] = None, vocabulary: str = 'all',
+        batch_size: int = 32, max_examples: Optional[int] = None, vocabulary: str = 'auto',
         retuned_prompt_files: Optional[Mapping[str, Sequence[str]]] = None,
         num_partitions: int = 1, seed: int = 0, vocabulary_path: Optional[str] = None,
         data_dir: Optional[str] = None, progress: bool = True) -> List[Result]:
@@ -121,12 +120,14 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
     sources: model specs prompts were tuned on.
     targets: model specs to recycle to.
     prompt_files: source name -> `.npy` prompts tuned on it (seeds, inits).
-    recyclers: display name -> {'name': registry name, **hyperparameters}.
+    recyclers: display name -> {'name': registry name, optional 'vocabulary'
+      (a spec for this recycler only), **hyperparameters}.
     task: the SeqIO task the prompts were tuned for.
     output_dir: where results.csv, summary.md and summary.png go.
     metric: the task metric reported.
     split, mode, task_feature_lengths, batch_size, max_examples: evaluation.
-    vocabulary: rows the recyclers fit on, a `recycling.vocab.select` spec.
+    vocabulary: rows the recyclers fit on, a `recycling.vocab.select` spec;
+      'auto' (default): each recycler's authors' (`recycling.vocab.resolve`).
     retuned_prompt_files: target name -> prompts tuned directly on the target
       (the upper bound), evaluated alongside.
     num_partitions: model-parallel mesh axis size.
@@ -153,7 +154,7 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
                                for s in sources for t in targets if s['name'] != t['name'])
   bar = tqdm.tqdm(total=total, desc='recycle+eval', unit='prompt', disable=not progress)
   for target_spec in targets:
-    target = _Target(target_spec, task, split, mode, lengths, batch_size, max_examples, mesh)
+    target = TargetModel(target_spec, task, split, mode, lengths, batch_size, max_examples, mesh)
     scores = target.baseline()
     results.append(Result('-', target_spec['name'], results_lib.BASELINE, '-', scores[metric],
                           scores.get('num_examples')))
@@ -165,11 +166,14 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
       if source_spec['name'] == target_spec['name']:
         continue
       source_emb = checkpoints.load_token_embedding(source_spec['path'])
-      src_rows, tgt_rows = select_rows(source_emb, target.embedding, vocabulary)
       for display, spec in recyclers.items():
         spec = dict(spec)
-        recycler = recycling_base.get_recycler(spec.pop('name'), **spec)
-        fitted = recycler.fit(src_rows, tgt_rows, jax.random.key(seed))
+        name = spec.pop('name')
+        rows = recycling_vocab.resolve(spec.pop('vocabulary', vocabulary), name)
+        ids = select_rows(source_emb, target.embedding, rows)
+        recycler = recycling_base.get_recycler(name, **spec)
+        fitted = recycling_base.fit_tables(recycler, source_emb, target.embedding, ids,
+                                           jax.random.key(seed))
         for f in prompt_files.get(source_spec['name'], ()):
           recycled = np.asarray(recycler.apply(fitted, prompts.load_prompt(f)))
           scores = target.evaluate(recycled)

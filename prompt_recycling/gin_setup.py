@@ -26,6 +26,7 @@ from prompt_recycling import lpt
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
+from prompt_recycling import wayward
 from prompt_recycling.models import t5
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -53,6 +54,7 @@ gin.external_configurable(optax.adamw, module='optim')
 gin.external_configurable(partitioning.make_mesh, module='partitioning')
 gin.external_configurable(lpt.late_prompt_tuning, module='lpt')
 gin.external_configurable(lpt.adamw, module='lpt')
+gin.external_configurable(wayward.wayward_from_text, module='wayward')
 
 
 @gin.configurable(module='prompts')

@@ -36,6 +36,8 @@ class PromptMethod(NamedTuple):
   logical_axes: Any  # tree of PartitionSpec matching `init`'s output
   # (params, frozen) -> model parameters; None means the frozen model's.
   model_params: Optional[Callable[[Any, Any], Any]] = None
+  # (params, frozen) -> scalar added to the per-token training loss (e.g. wayward.py).
+  penalty: Optional[Callable[[Any, Any], Any]] = None
 
 
 def random_uniform(scale: float = 0.5, centered: bool = False) -> Initializer:

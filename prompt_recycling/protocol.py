@@ -68,7 +68,7 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
         task_feature_lengths: Optional[Mapping[str, int]] = None, learning_rate: float = 0.3,
         retune_targets: bool = True, metric: str = 'accuracy', eval_split: str = 'validation',
         eval_mode: str = 'rank', max_eval_examples: Optional[int] = None,
-        vocabulary: str = 'all', population: int = 5000, vocabulary_path: Optional[str] = None,
+        vocabulary: str = 'auto', population: int = 5000, vocabulary_path: Optional[str] = None,
         data_dir: Optional[str] = None, progress: bool = True) -> List[experiment.Result]:
   """Runs the whole protocol; see the module docstring.
 

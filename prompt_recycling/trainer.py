@@ -139,13 +139,18 @@ def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Array, *, mode
                                          (micro, jnp.arange(accum_steps)))
   denom = jnp.maximum(n, 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
+  penalty, penalty_metric = 0.0, {}
+  if method.penalty is not None:  # A regulariser of the prompt, added once per step.
+    penalty, penalty_grads = jax.value_and_grad(method.penalty)(state.params, frozen)
+    grads = jax.tree.map(jnp.add, grads, penalty_grads)
+    penalty_metric = {'penalty': penalty}
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-  metrics = {'loss': (xent + zl) / denom, 'cross_ent_loss': xent / denom, 'z_loss': zl / denom,
+  metrics = {'loss': (xent + zl) / denom + penalty, 'cross_ent_loss': xent / denom, 'z_loss': zl / denom,
              'num_tokens': n, 'grad_norm': optax.tree.norm(grads),
              # A finite loss can still produce a NaN update; the loop checks both.
-             'params_finite': finite.astype(jnp.float32)}
+             'params_finite': finite.astype(jnp.float32), **penalty_metric}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 

@@ -14,6 +14,12 @@ data (train, dev and test), or the vocabulary given to `set_lama_candidates`.
 P@1 over LAMA is the macro average over relations
 (`metrics.macro_average(results, 'p@1')`).
 
+These SeqIO tasks rank each relation's own objects (a small candidate set) and
+put a soft prompt before the bare subject; OptiPrompt's protocol, which Wu et
+al. (2024) report (common-vocabulary candidates in one forward pass, the soft
+prompt between the subject and the blank, facts deduplicated and filtered) is
+`prompt_recycling/lama_probe.py`, without TensorFlow.
+
 LAMA has no TFDS builder: the files are read from the local data directory
 (`tasks.set_data_source(local_dir=...)`; layout in `sources.py`).
 """

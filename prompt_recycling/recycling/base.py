@@ -20,6 +20,7 @@ count with zero rows and returns a mask that keeps the padding out of every
 max, argmax and mean, so the result is the same on 1 device as on 8.
 """
 import difflib
+import inspect
 import os
 import tempfile
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
@@ -107,6 +108,29 @@ def get_recycler(name: str, **kwargs) -> Recycler:
 def _import_families():
   # The families register themselves on import; the package imports them all.
   import prompt_recycling.recycling  # pylint: disable=g-import-not-at-top,unused-import
+
+
+def fit_tables(recycler: Recycler, source, target, ids, rng) -> Params:
+  """Fits `recycler` on rows `ids` of two full, row-aligned embedding tables.
+
+  A recycler whose `fit` takes `target_table` (`relative`: the authors rescale
+  to the whole target table's mean and std) also gets the full target table.
+
+  Args:
+    recycler: from `get_recycler`.
+    source: [vocab, source_embed], the whole source table.
+    target: [vocab, target_embed], the whole target table.
+    ids: [num_tokens] the fit rows (`vocab.select`).
+    rng: the fit key.
+
+  Returns:
+    The fitted params.
+  """
+  kwargs = {}
+  if 'target_table' in inspect.signature(recycler.fit).parameters:
+    kwargs['target_table'] = target
+  ids = np.asarray(ids)
+  return recycler.fit(np.asarray(source)[ids], np.asarray(target)[ids], rng, **kwargs)
 
 
 # ----------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_nearest_neighbor_on_real_tokens(real):
 
 
 def test_relative_search_on_the_real_table(real):
-  recycler = recycling.get_recycler('relative', num_anchors=256, steps=300)
+  recycler = recycling.get_recycler('relative', num_anchors=256, top_k=64)
   params = recycler.fit(real['source'], real['target'], jax.random.PRNGKey(0))
   prompt = real['rng'].normal(size=(8, 4)) @ real['source'][:4]
   out = recycler.apply(params, prompt)

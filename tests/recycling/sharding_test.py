@@ -19,8 +19,11 @@ SETTINGS = {
     'v2v-lin': {},
     'lin-comb': {},
     'nearest-neighbor': {},
-    'relative': {'num_anchors': 61, 'steps': 200},
-    'relative-cosine-linear': {'num_anchors': 61, 'steps': 200, 'loss': 'cosine', 'init': 'linear'},
+    'relative': {'num_anchors': 61, 'steps': 200, 'top_k': 30},
+    # The project's variant (anchor-affine search from the linear map).
+    'relative-cosine-linear': {'num_anchors': 61, 'steps': 200, 'init': 'linear', 'top_k': 0,
+                               'normalization': 'anchor_affine', 'learning_rate': 0.1,
+                               'standardize_encoding': True, 'match_norm': True},
     'v2v-nn': {'steps': 30},
 }
 
@@ -124,9 +127,8 @@ def test_full_size_tables_never_make_a_vocab_by_vocab_matrix():
           functools.partial(base._top_k_chunk, k=5, metric='cosine'),
           f32(512, embed), f32(vocab, embed), mask),
       'relative search': _intermediate_shapes(
-          functools.partial(relative.search, cfg=cfg), f32(length, anchors),
-          f32(anchors, embed), jax.ShapeDtypeStruct((anchors,), np.bool_), f32(length, embed),
-          f32(embed), f32()),
+          functools.partial(relative.search, cfg=cfg), f32(2, length, anchors),
+          f32(anchors, embed), f32(length, anchors), f32(length, embed), (f32(), f32())),
   }
   for name, shapes in traced.items():
     assert shapes, name

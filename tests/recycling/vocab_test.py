@@ -38,7 +38,7 @@ def test_first_n_and_all():
   np.testing.assert_array_equal(vocab.select('all', 4), [0, 1, 2, 3])
   with pytest.raises(ValueError, match=r'ids \[5, 15\) run past the table of 10 rows'):
     vocab.select('first:10@5', 10)
-  with pytest.raises(ValueError, match="spec 'first10' is not 'all'"):
+  with pytest.raises(ValueError, match="spec 'first10' is not 'filtered:PATH.json@OFFSET:NUM', 'words:PATH', 'all'"):
     vocab.select('first10', 10)
 
 
@@ -92,3 +92,58 @@ def test_align_real_sentencepiece_with_a_shuffled_subset(filtered_path):
   assert 0.85 < coverage < 0.95
   assert [pieces[i] for i in src] == [other[j] for j in tgt]
   np.testing.assert_array_equal(kept[tgt], src)
+
+
+def test_authors_fit_set_is_positions_1000_to_5000_of_the_shipped_filter(filtered_path):
+  # prompt-tuning configs/sst2.json: num_words 4000, word_offset 1000, file order.
+  ids = vocab.select(vocab.LESTER_2022, T5_VOCAB_ROWS)
+  with open(filtered_path) as f:
+    in_file_order = [int(k) for k in json.load(f)]
+  assert ids.tolist() == in_file_order[1000:5000]
+  assert ids[:3].tolist() == [1494, 1499, 1500] and ids[-1] == 7991
+  # The shipped copy is the release file.
+  with open(vocab.ENGLISH_ONLY_PATH) as f, open(filtered_path) as g:
+    assert f.read() == g.read()
+  with pytest.raises(ValueError, match=r'positions \[16000, 17000\) are not inside its 16779'):
+    vocab.select(f'filtered:{filtered_path}@16000:1000', T5_VOCAB_ROWS)
+
+
+def test_single_token_anchors_keep_words_one_known_token_in_every_model():
+  # Two toy tokenizers: model a splits 'ab' and knows no 'zz'; model b maps 'cd' to UNK.
+  table_a = {' x': [5], ' ab': [6, 7], ' cd': [8], ' zz': [0], ' y': [9]}
+  table_b = {' x': [15], ' ab': [16], ' cd': [3], ' zz': [17], ' y': [18]}
+  words, ids = vocab.single_token_anchors(
+      ['x', 'ab', 'cd', 'zz', 'y'], [table_a.__getitem__, table_b.__getitem__], [0, 3])
+  assert words == ['x', 'y']
+  np.testing.assert_array_equal(ids, [[5, 9], [15, 18]])
+  with pytest.raises(ValueError, match='None of the 1 words is a single known token'):
+    vocab.single_token_anchors(['ab'], [table_a.__getitem__], [0])
+
+
+def test_words_spec_on_the_real_t5_vocabulary(sentencepiece_model):
+  from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
+  words_path = shared_path('lama', 'common_vocabs', vocab.WU_2024_WORDS)
+  t5 = vocabulary.get_vocabulary(str(sentencepiece_model))
+  ids = vocab.select(f'words:{words_path}', T5_VOCAB_ROWS, tokenizer=t5)
+  # 11,609 of the 17,230 BERT/RoBERTa/ALBERT words are one T5 piece after a space.
+  assert ids.shape == (11609,)
+  words, _ = vocab.single_token_anchors(vocab.read_word_list(str(words_path)), [t5.encode], [2])
+  assert 'Paris' in words and t5.encode(' Paris') == [int(ids[words.index('Paris')])]
+  assert ids[0] == t5.encode(' ' + words[0])[0] and len(t5.encode(' ' + words[0])) == 1
+  assert 2 not in ids.tolist()
+  # Without a tokenizer, the shipped T5 SentencePiece model (the same vocabulary).
+  np.testing.assert_array_equal(vocab.select(f'words:{words_path}', T5_VOCAB_ROWS), ids)
+  # The tokenizer's own whole-word pieces: no word list needed.
+  pieces = vocab.select('words:pieces', T5_VOCAB_ROWS, tokenizer=t5)
+  assert pieces.size == 22084 and pieces[:4].tolist() == [8, 11, 12, 13]  # the, and, to, of.
+  assert t5.encode(' the') == [8]
+
+
+def test_string_spec_is_the_strings_tokens_with_repeats():
+  # Wayward prompts: the recycler is fit on the instruction's own tokens, repeats included.
+  from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
+  t5 = vocabulary.get_vocabulary(vocab.ENGLISH_ONLY_PATH.replace(
+      'filtered-vocab-english-only.json', 'sentencepiece.model'))
+  text = 'Use the string ` positive ` for the positive class .'
+  ids = vocab.select(f'string:{text}', T5_VOCAB_ROWS)
+  assert ids.tolist() == t5.encode(text) and len(set(ids.tolist())) < ids.size
