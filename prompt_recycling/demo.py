@@ -1,6 +1,6 @@
 r"""The embedded default: recycle SST-2 prompts between small T5s and show the table.
 
-    python -m prompt_recycling.demo [--output_dir=recycling_demo] [--train_steps=150]
+    python -m prompt_recycling.demo [--output_dir=recycling_demo] [--train_steps=100]
 
 Runs offline from what ships in `prompt_recycling/assets/`: two small T5 1.1
 models this project pretrained itself (`assets/models/README.md`: A and B,
@@ -29,7 +29,7 @@ SHIPPED = {'A': 'mini_a', 'B': 'mini_b'}
 RECYCLERS = ('v2v-lin', 'lin-comb', 'v2v-nn', 'neural-projector', 'relative', 'nearest-neighbor')
 
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'recycling_demo', 'Where runs and results go.')
-_TRAIN_STEPS = flags.DEFINE_integer('train_steps', 150, 'Prompt-tuning steps per prompt.')
+_TRAIN_STEPS = flags.DEFINE_integer('train_steps', 100, 'Prompt-tuning steps per prompt.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'],
                            'Seeds of the prompts tuned on model A (each with both inits).')
 _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', None, 'Evaluate on a seeded random subset '
@@ -113,7 +113,7 @@ def main(argv):
       prompt_length=20, train_steps=_TRAIN_STEPS.value, batch_size=32,
       task_feature_lengths={'inputs': 64, 'targets': 4}, learning_rate=0.3,
       eval_split='validation', eval_mode='rank', max_eval_examples=_EVAL_EXAMPLES.value,
-      vocabulary='all', population=5000,
+      vocabulary='auto', population=5000,
       vocabulary_path=str(ASSETS / 't5' / 'sentencepiece.model'), data_dir=str(ASSETS / 'data'))
   rows = results_lib.summarize(results_lib.read(out / 'results.csv'))
   print()

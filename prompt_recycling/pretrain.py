@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from prompt_recycling import checkpoints
+from prompt_recycling import cli
 from prompt_recycling import data
 from prompt_recycling import gin_setup
 from prompt_recycling import objectives
@@ -263,6 +264,7 @@ def _supervised_source(task: Mapping[str, Any], index: int, vocab, seed: int,
 
 def main(argv):
   del argv
+  cli.log_to(f"{gin.query_parameter('%MODEL_DIR')}/log.txt")  # INFO lines; the terminal shows warnings.
   export = pretrain()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
   # After the call, so the operative config lists every pretrain argument used.
   gin_setup.write_operative_config(gin.query_parameter('%MODEL_DIR'))

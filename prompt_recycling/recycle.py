@@ -73,7 +73,7 @@ _DEV_LENGTHS = flags.DEFINE_string('dev_feature_lengths', '{"inputs": 512, "targ
                                    'JSON task feature lengths for --select_on_dev.')
 _DEV_VOCAB = flags.DEFINE_string('task_vocabulary_path', None, 'SentencePiece model of the tasks '
                                  '(default: as configured, e.g. $PROMPT_RECYCLING_VOCAB).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Local task data (data.configure_tasks).')
+_DATA_DIR = flags.DEFINE_string('dev_data_dir', None, 'Local data of --dev_task (data.configure_tasks).')
 
 
 def select_on_dev(snapshots, evaluate: Callable[[np.ndarray], float],

@@ -19,6 +19,7 @@ import gin
 import jax
 
 from prompt_recycling import checkpoints
+from prompt_recycling import cli
 from prompt_recycling import data
 from prompt_recycling import evaluation
 from prompt_recycling import gin_setup
@@ -117,6 +118,7 @@ def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_st
 
 def main(argv):
   del argv
+  cli.log_to(f"{gin.query_parameter('%MODEL_DIR')}/log.txt")  # INFO lines; the terminal shows warnings.
   train()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
 
 

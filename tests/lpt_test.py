@@ -460,7 +460,8 @@ def test_gin_files_build_the_method_at_the_middle_layer(size, layers):
     gin.parse_config_files_and_bindings(
         [str(REPO / f'gin_configs/models/t5_1_1_{size}_lpt.gin'),
          str(REPO / 'gin_configs/runs/lpt_finetune.gin')],
-        ["MODEL_DIR = '/tmp/unused'", "MIXTURE_OR_TASK_NAME = 'glue_sst2_v2'"], skip_unknown=True)
+        ["MODEL_DIR = '/tmp/unused'", "MIXTURE_OR_TASK_NAME = 'glue_sst2_v2'",
+         'INITIAL_CHECKPOINT_PATH = None'], skip_unknown=True)
     method = gin.get_configurable('lpt.late_prompt_tuning')()
     assert method.encoder_args({}, 1)['hook_layer'] == layers // 2
     tx = gin.get_configurable('lpt.adamw')()

@@ -34,7 +34,9 @@ def test_lama_mixture_reports_p_at_1_per_relation_and_their_average(tmp_path):
   bindings = [f"MODEL_DIR='{model_dir}'", "MIXTURE_OR_TASK_NAME='lama_trex'",
               f"INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
               'TRAIN_STEPS=2', 'BATCH_SIZE=8', "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}",
-              'train.eval_examples=2', 'train.progress=False',
+              'train.eval_examples=2', 'train.progress=False', "EVAL_MODE='rank'",
+              "train.best_metric='p@1'",  # Selection is opt-in; a mixture selects on 'average'.
+              "train.report_split='test'",  # Selection never on the reported split.
               f"train.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
               f"train.data_dir='{shared_path('lama').parent}'"]
   result = subprocess.run([sys.executable, '-c', _TRAIN, CANDIDATES, *bindings], cwd=REPO,

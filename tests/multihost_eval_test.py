@@ -34,7 +34,7 @@ def _flags(module, prompt, out, batch_size, max_examples):
           "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
           f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
           f"--gin.PROMPT_FILE='{prompt}'", f'--gin.BATCH_SIZE={batch_size}',
-          "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}",
+          "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}", "--gin.EVAL_MODE='rank'",
           f"--gin.{fn}.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
           f"--gin.{fn}.data_dir='{shared_path()}'", f'--gin.{fn}.max_examples={max_examples}',
           f"--gin.EVAL_OUTPUT='{out}'" if module == 'eval' else f"--gin.INFER_OUTPUT='{out}'"]
@@ -79,7 +79,11 @@ def test_eval_two_processes_equal_one(tmp_path, prompt):
   _run('eval', _flags('eval', prompt, one, 32, None), 1)
   _run('eval', _flags('eval', prompt, two, 32, None), 2)
   one, two = json.loads(one.read_text()), json.loads(two.read_text())
-  assert one == two
+  # Every prediction-based metric is identical; AUC, from float32 scores of batches laid out
+  # over other devices, agrees to ~1e-6 relative.
+  assert {k: v for k, v in one.items() if 'auc' not in k} == {
+      k: v for k, v in two.items() if 'auc' not in k}
+  assert one == pytest.approx(two, rel=1e-5)
   assert 0 < one['accuracy'] < 100
 
 

@@ -81,6 +81,7 @@ def test_normalised_ranking_divides_by_length_with_eos(tiny, t5_vocab):
     metrics = evaluation.evaluate(steps, params, frozen, examples, mode=mode, **kwargs)
     assert seen[0] == [words[i] for i in expected.argmax(axis=1)]
     target_ids = [0, 1, 0]
+    assert metrics.pop('num_examples') == 3
     assert metrics == pytest.approx({
         **metrics_lib.rank_classification_metrics(expected, target_ids),
         **{f'normed_{k}': v for k, v in metrics_lib.rank_classification_metrics(
