@@ -48,7 +48,7 @@ for a success rate (over prompts) or a single accuracy (over the 872 sentences).
 What they are not: the papers' numbers. A and B (embed 64, 3+3 layers, seeds 1 and 2) are
 tiny T5 1.1 models this project pretrained on 2 CPU cores (span corruption and LM adaptation on
 Wikipedia, IMDB and SST-2 training text, mixed with IMDB review sentiment; SST-2's labels never
-entered), and the prompts are tuned for a few hundred steps; the papers used T5 1.1 lm100k Base
+entered), and the prompts are tuned for 100 steps (--train_steps); the papers used T5 1.1 lm100k Base
 and Large and 30k steps. Recipe and losses: prompt_recycling/assets/models/README.md."""
 
 
