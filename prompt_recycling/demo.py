@@ -106,7 +106,7 @@ def main(argv):
     raise ValueError(f'--targets={_TARGETS.value}: unknown {sorted(unknown)}; choose from B, C.')
   found = models(['A', *_TARGETS.value],
                  {'A': _MODEL_A.value, 'B': _MODEL_B.value, 'C': _MODEL_C.value})
-  protocol.run(
+  results = protocol.run(
       models=found, source='A', targets=_TARGETS.value, task='glue_sst2_v2', output_dir=str(out),
       recyclers={name: {'name': name} for name in RECYCLERS},
       seeds=[int(s) for s in _SEEDS.value], inits=['class_labels', 'sampled_vocab'],
@@ -115,7 +115,7 @@ def main(argv):
       eval_split='validation', eval_mode='rank', max_eval_examples=_EVAL_EXAMPLES.value,
       vocabulary='auto', population=5000,
       vocabulary_path=str(ASSETS / 't5' / 'sentencepiece.model'), data_dir=str(ASSETS / 'data'))
-  rows = results_lib.summarize(results_lib.read(out / 'results.csv'))
+  rows = results_lib.summarize(results)
   print()
   print((out / 'summary.md').read_text())
   print(verdict(rows))
