@@ -52,8 +52,8 @@ def rank_scores(steps, params, frozen, examples: Sequence[Example],
       (EOS included): a task's label words for all, or the example's own
       (ReCoRD's entities).
     batch_size: global batch size (divisible by the data-parallel devices).
-    feature_lengths: {'inputs': L, 'targets': T}; the targets length grows to
-      the longest candidate, so that no candidate is cut.
+    feature_lengths: {'inputs': L, ...}: inputs are cut at L tokens; the
+      targets are padded to the longest candidate, so that none is cut.
 
   Returns:
     [num_examples] arrays of [num_candidates of the example] float32, the
@@ -61,13 +61,30 @@ def rank_scores(steps, params, frozen, examples: Sequence[Example],
   """
   pairs = [{'inputs': ex['inputs'], 'targets': cand}
            for ex, cands in zip(examples, candidates) for cand in cands]
-  lengths = dict(feature_lengths)
-  lengths['targets'] = max([lengths['targets']] + [len(p['targets']) for p in pairs])
-  flat = []
-  for sharded, valid in _global_batches(pairs, batch_size, lengths, steps.mesh):
-    flat.extend(np.asarray(steps.score(params, frozen, sharded))[valid])
+  if not pairs:
+    return [np.zeros((0,), np.float32) for _ in candidates]
+  # Scores do not depend on padding, so rows are sorted by input length and
+  # each batch is padded to a power-of-two bucket of its longest row (at most
+  # the configured length): SST-2's sentences fill a quarter of 64 tokens on
+  # average. The targets are as long as the longest candidate, never cut.
+  targets_length = max(len(p['targets']) for p in pairs)
+  order = sorted(range(len(pairs)), key=lambda i: len(pairs[i]['inputs']))
+  flat = np.zeros(len(pairs), np.float32)
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    longest = max(len(pairs[i]['inputs']) for i in rows)
+    lengths = {'inputs': min(feature_lengths['inputs'], _bucket(longest)),
+               'targets': targets_length}
+    for sharded, valid in _global_batches([pairs[i] for i in rows], batch_size, lengths,
+                                          steps.mesh):
+      flat[rows] = np.asarray(steps.score(params, frozen, sharded))[valid]
   ends = np.cumsum([len(c) for c in candidates])
-  return np.split(np.asarray(flat, np.float32), ends[:-1])
+  return np.split(flat, ends[:-1])
+
+
+def _bucket(length: int, smallest: int = 16) -> int:
+  """The power of two (at least `smallest`) that holds `length` tokens."""
+  return max(smallest, 1 << max(0, length - 1).bit_length())
 
 
 def reduce_scores(scores: Sequence[float], candidates: Sequence[Sequence[int]],

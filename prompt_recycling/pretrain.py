@@ -176,7 +176,8 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
     supervised: labelled training tasks mixed into both phases, each a dict
       {'path', 'prefix', 'labels' (label words by label id), 'weight'
       (batches per round, default 1), 'inputs_length' (default
-      inputs_length), 'text_field', 'label_field'};
+      inputs_length), 'min_window' (shortest window of a longer text,
+      default 16), 'text_field', 'label_field'};
       `objectives.read_labelled` / `supervised_examples`. No labelled example
       of a task reported later may enter (SST-2's labels never do).
     unsupervised_weight: the phase objective's batches per round of the
@@ -244,12 +245,12 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
 def _supervised_source(task: Mapping[str, Any], index: int, vocab, seed: int,
                        inputs_length: int) -> Source:
   """A `Source` of one labelled task: {'path', 'prefix', 'labels', 'weight', ...}."""
-  unknown = set(task) - {'path', 'prefix', 'labels', 'weight', 'inputs_length', 'text_field',
-                         'label_field'}
+  unknown = set(task) - {'path', 'prefix', 'labels', 'weight', 'inputs_length', 'min_window',
+                         'text_field', 'label_field'}
   if unknown or not {'path', 'labels'} <= set(task):
     raise ValueError(f"pretrain.supervised[{index}] = {dict(task)}: give 'path' and 'labels' "
-                     f"(and optionally 'prefix', 'weight', 'inputs_length', 'text_field', "
-                     f"'label_field'); "
+                     f"(and optionally 'prefix', 'weight', 'inputs_length', 'min_window', "
+                     f"'text_field', 'label_field'); "
                      f'unknown keys: {sorted(unknown)}.')
   pairs = objectives.read_labelled(task['path'], task.get('text_field', 'text'),
                                    task.get('label_field', 'label'))
@@ -257,8 +258,9 @@ def _supervised_source(task: Mapping[str, Any], index: int, vocab, seed: int,
   target_length = max(len(t) for t in rows[2])
   inputs_length = int(task.get('inputs_length', inputs_length))
   return Source(f"supervised:{task.get('prefix', '')}{task['path'].split('/')[-1]}",
-                lambda start: objectives.supervised_examples(rows, seed, index, inputs_length,
-                                                             start),
+                lambda start: objectives.supervised_examples(
+                    rows, seed, index, inputs_length, start,
+                    min_window=int(task.get('min_window', 16))),
                 {'inputs': inputs_length, 'targets': target_length}, int(task.get('weight', 1)))
 
 
