@@ -25,9 +25,9 @@ def tiny(t5_vocab):
   return steps, trainer.put_on_mesh({'prompt': prompt}, steps.params_shardings), frozen
 
 
-def _one_by_one(tiny, inputs, target):
+def _one_by_one(tiny, inputs, target, inputs_length=LENGTHS['inputs']):
   steps, params, frozen = tiny
-  batch = {'encoder_input_tokens': np.zeros((8, LENGTHS['inputs']), np.int32),
+  batch = {'encoder_input_tokens': np.zeros((8, inputs_length), np.int32),
            'decoder_target_tokens': np.zeros((8, len(target)), np.int32)}
   batch['encoder_input_tokens'][:, :len(inputs)] = inputs
   batch['decoder_target_tokens'][:] = target
@@ -59,6 +59,21 @@ def test_rank_scores_score_each_examples_own_candidates_uncut(tiny, t5_vocab):
   for ex, cands, row in zip(examples, candidates, scores):
     for cand, score in zip(cands, row):
       assert score == pytest.approx(_one_by_one(tiny, ex['inputs'], cand), rel=1e-5, abs=1e-5)
+
+
+def test_rank_scores_sorted_into_length_buckets_equal_full_length_scores(tiny):
+  # Rows of 3..64 tokens land in the 16-, 32- and 64-token buckets, in another
+  # order than given, with a partial last batch; each score must equal the
+  # example scored alone at the configured length, and come back in place.
+  rng = np.random.default_rng(1)
+  examples = [{'inputs': list(rng.integers(2, 500, n)) + [1]} for n in (39, 2, 19, 63, 9, 32, 4, 16, 47)]
+  candidates = [[[5, 1], [6, 7, 1]]] * len(examples)
+  steps, params, frozen = tiny
+  scores = evaluation.rank_scores(steps, params, frozen, examples, candidates, batch_size=8,
+                                  feature_lengths={'inputs': 64, 'targets': 1})
+  for ex, row in zip(examples, scores):
+    expected = [_one_by_one(tiny, ex['inputs'], cand, inputs_length=64) for cand in candidates[0]]
+    np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_normalised_ranking_divides_by_length_with_eos(tiny, t5_vocab):
