@@ -24,7 +24,8 @@ def test_a_prompt_tuned_on_shipped_a_beats_its_zero_shot_accuracy(tmp_path):
   data.configure_tasks(str(assets / 't5' / 'sentencepiece.model'), str(assets / 'data'))
   model = demo.models(['A'])['A']
   prompt_path = protocol.tune(model, 'glue_sst2_v2', pathlib.Path(tmp_path) / 'run',
-                              init='class_labels', seed=0, prompt_length=20, train_steps=100,
+                              init='class_labels', seed=0,
+                              prompt_length=demo.PROMPT_LENGTH, train_steps=100,
                               batch_size=32, feature_lengths=LENGTHS, learning_rate=0.3,
                               progress=False)
   target = experiment.TargetModel(model, 'glue_sst2_v2', 'validation', 'rank', LENGTHS, 32,
