@@ -2,12 +2,13 @@ r"""The embedded default: recycle SST-2 prompts between small T5s and show the t
 
     python -m prompt_recycling.demo [--output_dir=recycling_demo] [--train_steps=100]
 
-Runs offline from what ships in `prompt_recycling/assets/`: two small T5 1.1
+Runs offline from what ships in `prompt_recycling/assets/`: three small T5 1.1
 models this project pretrained itself (`assets/models/README.md`: A and B,
-"mini" with seeds 1 and 2), an SST-2 sample and the T5 vocabulary. It tunes
-10 prompts on A (5 seeds x class-label and sampled-vocabulary inits), tunes
-one on B (the reference recycling is measured against), recycles A's prompts
-to B (and to a model C given with --model_c) with every recycler,
+"mini" with seeds 1 and 2; C, the larger "mini_large", seed 3), an SST-2
+sample and the T5 vocabulary. It tunes 10 prompts on A (5 seeds x class-label
+and sampled-vocabulary inits), tunes one on each target (the reference
+recycling is measured against), recycles A's prompts to B (and to C with
+--targets=B,C) with every recycler,
 evaluates everything on all 872 SST-2 validation sentences and prints the
 recycling paper's table with 95% intervals (`results.py`). Details go to
 OUTPUT_DIR/log.txt; `--verbosity=0` shows them on the terminal.
@@ -26,7 +27,7 @@ from prompt_recycling import protocol  # pylint: disable=g-import-not-at-top
 from prompt_recycling import results as results_lib  # pylint: disable=g-import-not-at-top
 
 ASSETS = pathlib.Path(__file__).resolve().parent / 'assets'
-SHIPPED = {'A': 'mini_a', 'B': 'mini_b'}
+SHIPPED = {'A': 'mini_a', 'B': 'mini_b', 'C': 'mini_c'}
 # Deliberately shorter than the papers' 100 tokens: on A at 100 steps, measured on all 872
 # validation sentences over 2 seeds x 2 inits, 5- and 10-token prompts reach 66-67% where
 # 20 tokens reach 64% and 50 tokens 58% (REPRODUCTION.md); shorter is also cheaper.
@@ -39,22 +40,24 @@ _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3', '4'],
                            'Seeds of the prompts tuned on model A (each with both inits).')
 _EVAL_EXAMPLES = flags.DEFINE_integer('eval_examples', None, 'Evaluate on a seeded random subset '
                                       'of this many validation sentences (default: all 872).')
-_TARGETS = flags.DEFINE_list('targets', ['B'], 'Target models: B, and C with --model_c.')
+_TARGETS = flags.DEFINE_list('targets', ['B'], 'Target models: B and/or C (the larger shipped '
+                             'model; doubles the wall time).')
 _MODEL_A = flags.DEFINE_string('model_a', None, 'Source T5X/HF checkpoint (default: shipped A).')
 _MODEL_B = flags.DEFINE_string('model_b', None, 'Target T5X/HF checkpoint (default: shipped B).')
-_MODEL_C = flags.DEFINE_string('model_c', None, 'A second target, T5X/HF checkpoint (none ships).')
+_MODEL_C = flags.DEFINE_string('model_c', None, 'Target T5X/HF checkpoint (default: shipped C).')
 
 ABOUT = """\
 What these numbers are: SST-2 validation accuracy (all 872 sentences, rank classification of
-'negative' / 'positive') of 10-token prompts tuned on model A and recycled to B without any
-SST-2 data or training on B, next to each target's zero-shot accuracy (no prompt) and a
+'negative' / 'positive') of 10-token prompts tuned on model A and recycled to the targets without
+any SST-2 data or training on them, next to each target's zero-shot accuracy (no prompt) and a
 prompt tuned directly on it. Intervals are 95%: Student's t over the prompts for a mean, Wilson
 for a success rate (over prompts) or a single accuracy (over the 872 sentences).
-What they are not: the papers' numbers. A and B (embed 64, 3+3 layers, seeds 1 and 2) are
-tiny T5 1.1 models this project pretrained on 2 CPU cores (span corruption and LM adaptation on
-Wikipedia, IMDB and SST-2 training text, mixed with IMDB review sentiment; SST-2's labels never
-entered), and the prompts are tuned for 100 steps (--train_steps); the papers used T5 1.1 lm100k Base
-and Large and 30k steps. Recipe and losses: prompt_recycling/assets/models/README.md."""
+What they are not: the papers' numbers. A and B (embed 64, 3+3 layers, seeds 1 and 2) and C
+(embed 96, 4+4 layers, seed 3) are tiny T5 1.1 models this project pretrained on 2 CPU cores
+(span corruption and LM adaptation on Wikipedia, IMDB and SST-2 training text, mixed with IMDB
+review sentiment; SST-2's labels never entered), and the prompts are tuned for 100 steps
+(--train_steps); the papers used T5 1.1 lm100k Base and Large, 100-token prompts and 30k steps.
+Recipe and losses: prompt_recycling/assets/models/README.md."""
 
 
 def models(names, overrides=None):

@@ -45,7 +45,7 @@ def test_demo_runs_the_whole_protocol_quietly(tmp_path, tiny_t5x_checkpoint):
 @pytest.mark.parametrize('flags, message', [
     (['--model_a=/no/such/checkpoint'], '/no/such/checkpoint'),
     (['--targets=D'], "unknown ['D']"),
-    (['--targets=C'], '--model_c'),
+    (['--targets=B,C', '--model_c=/missing/c'], '/missing/c'),
 ])
 def test_demo_user_mistakes_are_one_line(tmp_path, flags, message):
   result = _demo(tmp_path, *flags)
