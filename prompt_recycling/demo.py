@@ -89,7 +89,12 @@ def verdict(rows) -> str:
     text = (f"{target}: zero-shot {base['baseline']:.1f}% "
             f"[{base['baseline_low']:.1f}, {base['baseline_high']:.1f}]")
     if tuned:
-      gap = 'clearly above it' if tuned['mean_low'] > base['baseline_high'] else 'within noise of it'
+      if tuned['mean_low'] > base['baseline_high']:
+        gap = 'clearly above it'
+      elif tuned['mean_high'] < base['baseline_low']:
+        gap = 'clearly below it'
+      else:
+        gap = 'within noise of it'
       text += f"; a prompt tuned on {target}: {tuned['mean']:.1f}% ({gap})"
     lines.append(text + '.')
     recycled = [r for r in mine if r['source'] != r['target']]

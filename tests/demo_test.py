@@ -52,3 +52,22 @@ def test_demo_user_mistakes_are_one_line(tmp_path, flags, message):
   assert result.returncode == 2
   assert 'Traceback' not in result.stderr and message in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+
+
+def test_verdict_reads_the_intervals():
+  from prompt_recycling import demo  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import results as results_lib  # pylint: disable=g-import-not-at-top
+  R = results_lib.Result
+  rows = results_lib.summarize([
+      R('-', 'B', results_lib.BASELINE, '-', 63.5, 872),
+      R('B', 'B', results_lib.TUNED, 'p', 80.0, 872),
+      R('-', 'C', results_lib.BASELINE, '-', 65.8, 872),
+      R('C', 'C', results_lib.TUNED, 'p', 58.8, 872),  # Wilson intervals do not overlap: below.
+      *[R('A', 'B', 'v2v-lin', f'p{i}', 70.0 + i % 2, 872) for i in range(10)],
+      *[R('A', 'B', 'relative', f'p{i}', 50.0 + i % 2, 872) for i in range(10)],
+      *[R('A', 'C', 'v2v-lin', f'p{i}', 60.0 + 8 * (i % 2), 872) for i in range(10)]])
+  text = demo.verdict(rows)
+  assert 'a prompt tuned on B: 80.0% (clearly above it)' in text
+  assert 'a prompt tuned on C: 58.8% (clearly below it)' in text
+  assert 'beyond the noise: v2v-lin; below it: relative' in text
+  assert 'beyond the noise: none; below it: none' in text  # A -> C: 64 +- 3 overlaps 65.8.
