@@ -21,7 +21,7 @@ outputs then line up with the same examples on every process, and every
 process runs the same number of steps (no shards of unequal length to hang on).
 """
 import itertools
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -47,7 +47,9 @@ def to_batch(examples: Sequence[Example], feature_lengths: Mapping[str, int]) ->
 
 
 def batches(examples: Iterable[Example], batch_size: int, feature_lengths: Mapping[str, int],
-            *, pad_last: bool = False) -> Iterator[Dict[str, np.ndarray]]:
+            *, pad_last: bool = False,
+            convert: Optional[Callable[..., Dict[str, np.ndarray]]] = None
+            ) -> Iterator[Dict[str, np.ndarray]]:
   """Groups examples into fixed-shape batches.
 
   Args:
@@ -56,6 +58,8 @@ def batches(examples: Iterable[Example], batch_size: int, feature_lengths: Mappi
     feature_lengths: {'inputs': L, 'targets': T}.
     pad_last: emit the final partial batch padded with empty rows (their loss
       weights are 0) and a `valid` mask, as evaluation needs every example.
+    convert: the feature conversion (default: T5's, `to_batch` above; a
+      model family's `to_batch` for the others, `models/family.py`).
   """
   it = iter(examples)
   while True:
@@ -67,7 +71,7 @@ def batches(examples: Iterable[Example], batch_size: int, feature_lengths: Mappi
       if not pad_last:
         return
       chunk += [{'inputs': [], 'targets': []}] * (batch_size - len(chunk))
-    batch = to_batch(chunk, feature_lengths)
+    batch = (convert or to_batch)(chunk, feature_lengths)
     if pad_last:
       batch['valid'] = valid
     yield batch

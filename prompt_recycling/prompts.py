@@ -3,15 +3,19 @@
 A prompt method is two pure functions, as an optax transformation is:
 
   init(rng, frozen) -> params                    the trainable tree
-  encoder_args(params, batch_size) -> kwargs     for `T5.encode`: `prefix`,
-                                                 or `hook` + `hook_layer`
+  encoder_args(params, batch_size) -> kwargs     `prefix` [batch, prompt_length,
+                                                 embed], or `hook` + `hook_layer`
 
 plus the logical axes of `params` for sharding, and optionally
 `model_params(params, frozen)`, the model parameters a step runs with (default:
 `frozen`; pretraining trains the model itself and returns `params`). The
 trainer sees only this interface, so prompt tuning (here), late prompt tuning
-(`lpt.py`) and pretraining share one training loop. No tasks, files of runs,
-or training live here.
+(`lpt.py`) and pretraining share one training loop. The method does not know
+the model family: it reads the token table through `family.embeddings` (every
+family names it `token_embedder/embedding`), and the family
+(`models/family.py`) decides where a `prefix` goes (T5: before the encoder
+input; BERT-likes and GPT-2: into placeholder slots, or the batch's
+`prompt_positions`). No tasks, files of runs, or training live here.
 """
 import pathlib
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
@@ -22,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
+
+from prompt_recycling.models import family
 
 Array = jax.Array
 # (rng, embedding [vocab, embed], shape (prompt_length, embed)) -> [prompt_length, embed]
@@ -161,7 +167,7 @@ def prompt_tuning(length: int = 100, init: Initializer = sampled_vocab()) -> Pro
     init: how to initialise it from the frozen model's token embeddings.
   """
   def init_fn(rng, frozen):
-    embedding = frozen['token_embedder']['embedding']
+    embedding = family.embeddings(frozen)
     return {'prompt': init(rng, embedding, (length, embedding.shape[1]))}
 
   def encoder_args(params, batch_size):
