@@ -36,11 +36,15 @@ def _fit(ids: Sequence[int], length: int) -> np.ndarray:
   return out
 
 
-def to_batch(examples: Sequence[Example], feature_lengths: Mapping[str, int]) -> Dict[str, np.ndarray]:
-  """Examples -> dict of [batch, length] int32 arrays with t5x's feature names."""
+def to_batch(examples: Sequence[Example], feature_lengths: Mapping[str, int],
+             decoder_start_id: int = 0) -> Dict[str, np.ndarray]:
+  """Examples -> dict of [batch, length] int32 arrays with t5x's feature names.
+
+  `decoder_start_id` opens `decoder_input_tokens` (T5's is padding, 0).
+  """
   inputs = np.stack([_fit(ex['inputs'], feature_lengths['inputs']) for ex in examples])
   targets = np.stack([_fit(ex['targets'], feature_lengths['targets']) for ex in examples])
-  decoder_inputs = np.zeros_like(targets)
+  decoder_inputs = np.full_like(targets, decoder_start_id)
   decoder_inputs[:, 1:] = targets[:, :-1]
   return {'encoder_input_tokens': inputs, 'decoder_input_tokens': decoder_inputs,
           'decoder_target_tokens': targets, 'decoder_loss_weights': (targets > 0).astype(np.int32)}

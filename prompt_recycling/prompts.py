@@ -70,7 +70,7 @@ def random_normal(stddev: float = 1.0) -> Initializer:
   return init
 
 
-def sampled_vocab(population: int = 5000) -> Initializer:
+def sampled_vocab(population: int = 5000, ids: Optional[Sequence[int]] = None) -> Initializer:
   """Rows copied from embeddings of tokens drawn from the `population` most common.
 
   SentencePiece ids are ordered by frequency, so the first 5,000 ids are the
@@ -79,13 +79,24 @@ def sampled_vocab(population: int = 5000) -> Initializer:
   replacement unless the prompt is longer than the population). Deviation: a
   population larger than the table is an error here (the release warns and
   shrinks it).
+
+  WordPiece and byte-level BPE ids are not ordered by frequency (BERT's,
+  GPT-2's): give the common tokens as an explicit id set, `ids` (e.g. the
+  anchor words' ids of `recycling.vocab`), which then is the population.
   """
   def init(rng, embedding, shape):
+    if ids is not None:
+      pool = np.asarray(ids, np.int32)  # Host checks: `init` may run under jit.
+      if pool.ndim != 1 or not pool.size or pool.min() < 0 or pool.max() >= embedding.shape[0]:
+        raise ValueError(f'sampled_vocab(ids=...) needs a non-empty 1-D list of ids within the '
+                         f'embedding table of {embedding.shape[0]} rows; got shape {pool.shape}.')
+      picks = jax.random.choice(rng, pool.size, (shape[0],), replace=shape[0] > pool.size)
+      return jnp.asarray(embedding)[jnp.asarray(pool)[picks]].astype(jnp.float32)
     if population > embedding.shape[0]:
       raise ValueError(f'sampled_vocab(population={population}) exceeds the embedding table '
                        f'of {embedding.shape[0]} rows.')
-    ids = jax.random.choice(rng, population, (shape[0],), replace=shape[0] > population)
-    return jnp.asarray(embedding)[ids].astype(jnp.float32)
+    draws = jax.random.choice(rng, population, (shape[0],), replace=shape[0] > population)
+    return jnp.asarray(embedding)[draws].astype(jnp.float32)
   return init
 
 

@@ -135,7 +135,7 @@ class EncoderDecoder:
     return tokens, tokens
 
   def to_batch(self, examples: Sequence[Example], feature_lengths: Mapping[str, int]):
-    return data.to_batch(examples, feature_lengths)
+    return data.to_batch(examples, feature_lengths, self.decoder_start_id)
 
   def logits(self, params, batch: Batch, args: Dict[str, Any], *, enable_dropout: bool = False,
              rngs=None) -> Array:

@@ -242,3 +242,15 @@ def test_evaluation_scores_a_masked_lm_through_its_features():
   for row, ex in enumerate(examples):
     slot = ex['inputs'].index(MASK)
     np.testing.assert_allclose(scores[row], log_probs[row, slot, [11, 12, 13]], rtol=0, atol=1e-5)
+
+
+def test_sampled_vocab_from_an_explicit_id_set():
+  """BPE / WordPiece ids are not frequency-ordered: the common tokens come as an id set."""
+  table = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)
+  ids = [7, 21, 42, 49]
+  prompt = np.asarray(prompts.sampled_vocab(ids=ids)(jax.random.key(0), table, (4, 3)))
+  assert sorted(int(r[0]) // 3 for r in prompt) == ids  # Without replacement: each id once.
+  longer = np.asarray(prompts.sampled_vocab(ids=ids)(jax.random.key(0), table, (9, 3)))
+  assert {int(r[0]) // 3 for r in longer} <= set(ids)
+  with pytest.raises(ValueError, match='within the embedding table of 50 rows'):
+    prompts.sampled_vocab(ids=[3, 50])(jax.random.key(0), table, (2, 3))
