@@ -46,6 +46,7 @@ import numpy as np
 
 from prompt_recycling import checkpoints
 from prompt_recycling import cli
+from prompt_recycling import family_checkpoints
 from prompt_recycling import prompts
 from prompt_recycling.recycling import base
 from prompt_recycling.recycling import relative
@@ -237,12 +238,9 @@ def recycle(source_models: Union[str, Sequence[str]], target_model: str,
 
 def load_token_embedding(path: str) -> np.ndarray:
   """The token table [vocab, embed] float32 of a T5 checkpoint or a HF directory of any family."""
-  config = pathlib.Path(path) / 'config.json'
-  if config.is_file():
-    from prompt_recycling import family_checkpoints  # pylint: disable=g-import-not-at-top
-    if json.loads(config.read_text()).get('model_type') in family_checkpoints.FAMILIES:
-      params, _ = family_checkpoints.load_hf(path, only=['token_embedder/embedding'])
-      return np.asarray(params['token_embedder']['embedding'], np.float32)
+  if family_checkpoints.is_family_dir(path):
+    params, _ = family_checkpoints.load_hf(path, only=['token_embedder/embedding'])
+    return np.asarray(params['token_embedder']['embedding'], np.float32)
   return checkpoints.load_token_embedding(path)
 
 

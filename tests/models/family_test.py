@@ -180,10 +180,15 @@ def test_causal_lm_predict_is_greedy_continuation(gpt2_tokenizer):
       assert predicted[row, t] == text[-1]
 
 
-def test_causal_lm_late_prompt_reads_inputs_only_and_trains(gpt2_tokenizer):
-  """The generated prompt sits in front of every row, so it must not depend on the targets."""
+@pytest.mark.parametrize('generator', ['NPG', 'MPPG'])
+def test_causal_lm_late_prompt_reads_inputs_only(gpt2_tokenizer, generator):
+  """The generated prompt sits in front of every row, so it must not depend on the targets.
+
+  NPG reads the last input token (where the authors' GPT-2 code reads), MPPG
+  pools the inputs: flipping the label changes no row up to the last input.
+  """
   fam = family.from_tokenizer(GPT2, gpt2_tokenizer)
-  method = lpt.late_prompt_tuning(4, model_config=GPT2, generator='MPPG', bottleneck=8,
+  method = lpt.late_prompt_tuning(4, model_config=GPT2, generator=generator, bottleneck=8,
                                   dropout_rate=0.0)
   frozen = _frozen(fam)
   params = method.init(jax.random.key(1), frozen)
@@ -198,6 +203,13 @@ def test_causal_lm_late_prompt_reads_inputs_only_and_trains(gpt2_tokenizer):
   for row, ex in enumerate(examples):  # Rows up to the last input token see no target.
     n = len(ex['inputs'])
     np.testing.assert_allclose(a[row, :n], b[row, :n], rtol=0, atol=1e-6)
+
+
+def test_causal_lm_late_prompt_and_prompt_tuning_train(gpt2_tokenizer):
+  fam = family.from_tokenizer(GPT2, gpt2_tokenizer)
+  method = lpt.late_prompt_tuning(4, model_config=GPT2, generator='MPPG', bottleneck=8,
+                                  dropout_rate=0.0)
+  lengths = {'inputs': 40, 'targets': 3}
   batch = fam.to_batch(_sst2_examples(gpt2_tokenizer, 8), lengths)
   losses, *_ = _adam_steps(fam, method, batch, 12, lr=0.01)
   assert losses[-1] < losses[0] - 0.05, losses
@@ -254,3 +266,24 @@ def test_sampled_vocab_from_an_explicit_id_set():
   assert {int(r[0]) // 3 for r in longer} <= set(ids)
   with pytest.raises(ValueError, match='within the embedding table of 50 rows'):
     prompts.sampled_vocab(ids=[3, 50])(jax.random.key(0), table, (2, 3))
+
+
+def test_load_model_gives_each_checkpoint_its_family(tmp_path, tiny_t5x_checkpoint, tiny_config):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import family_checkpoints  # pylint: disable=g-import-not-at-top
+  transformers = pytest.importorskip('transformers')
+  params, fam = family_checkpoints.load_model(str(tiny_t5x_checkpoint))
+  assert fam == family.EncoderDecoder(tiny_config) and 'encoder' in params
+  transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=300, n_embd=8, n_layer=1, n_head=2, n_positions=16)).save_pretrained(tmp_path / 'g')
+  params, fam = family_checkpoints.load_model(str(tmp_path / 'g'))
+  assert isinstance(fam, family.CausalLM) and fam.eos_id == 50256  # config.json's eos_token_id.
+  assert family.embeddings(params).shape == (300, 8)
+  transformers.RobertaForMaskedLM(transformers.RobertaConfig(
+      vocab_size=50265, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+      intermediate_size=16, max_position_embeddings=20)).save_pretrained(tmp_path / 'r')
+  for name in ('vocab.json', 'merges.txt'):  # The real tokenizer beside the weights.
+    shutil.copy(shared_path('tokenizers', 'roberta-base', name), tmp_path / 'r' / name)
+  params, fam = family_checkpoints.load_model(str(tmp_path / 'r'))
+  assert (fam.mask_id, fam.eos_id, fam.pad_id) == (50264, 2, 1)
+  assert family.depth(fam.config) == 1 and family.embed_dim(fam.config) == 8
