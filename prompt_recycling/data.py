@@ -21,7 +21,7 @@ outputs then line up with the same examples on every process, and every
 process runs the same number of steps (no shards of unequal length to hang on).
 """
 import itertools
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -36,18 +36,24 @@ def _fit(ids: Sequence[int], length: int) -> np.ndarray:
   return out
 
 
-def to_batch(examples: Sequence[Example], feature_lengths: Mapping[str, int]) -> Dict[str, np.ndarray]:
-  """Examples -> dict of [batch, length] int32 arrays with t5x's feature names."""
+def to_batch(examples: Sequence[Example], feature_lengths: Mapping[str, int],
+             decoder_start_id: int = 0) -> Dict[str, np.ndarray]:
+  """Examples -> dict of [batch, length] int32 arrays with t5x's feature names.
+
+  `decoder_start_id` opens `decoder_input_tokens` (T5's is padding, 0).
+  """
   inputs = np.stack([_fit(ex['inputs'], feature_lengths['inputs']) for ex in examples])
   targets = np.stack([_fit(ex['targets'], feature_lengths['targets']) for ex in examples])
-  decoder_inputs = np.zeros_like(targets)
+  decoder_inputs = np.full_like(targets, decoder_start_id)
   decoder_inputs[:, 1:] = targets[:, :-1]
   return {'encoder_input_tokens': inputs, 'decoder_input_tokens': decoder_inputs,
           'decoder_target_tokens': targets, 'decoder_loss_weights': (targets > 0).astype(np.int32)}
 
 
 def batches(examples: Iterable[Example], batch_size: int, feature_lengths: Mapping[str, int],
-            *, pad_last: bool = False) -> Iterator[Dict[str, np.ndarray]]:
+            *, pad_last: bool = False,
+            convert: Optional[Callable[..., Dict[str, np.ndarray]]] = None
+            ) -> Iterator[Dict[str, np.ndarray]]:
   """Groups examples into fixed-shape batches.
 
   Args:
@@ -56,6 +62,8 @@ def batches(examples: Iterable[Example], batch_size: int, feature_lengths: Mappi
     feature_lengths: {'inputs': L, 'targets': T}.
     pad_last: emit the final partial batch padded with empty rows (their loss
       weights are 0) and a `valid` mask, as evaluation needs every example.
+    convert: the feature conversion (default: T5's, `to_batch` above; a
+      model family's `to_batch` for the others, `models/family.py`).
   """
   it = iter(examples)
   while True:
@@ -67,7 +75,7 @@ def batches(examples: Iterable[Example], batch_size: int, feature_lengths: Mappi
       if not pad_last:
         return
       chunk += [{'inputs': [], 'targets': []}] * (batch_size - len(chunk))
-    batch = to_batch(chunk, feature_lengths)
+    batch = (convert or to_batch)(chunk, feature_lengths)
     if pad_last:
       batch['valid'] = valid
     yield batch

@@ -27,16 +27,18 @@ Example = Mapping[str, Any]
 
 
 def _global_batches(examples: Sequence[Example], batch_size: int, lengths: Mapping[str, int],
-                    mesh):
+                    steps):
   """(this process's rows as a global array, [batch_size] valid mask of the global batch).
 
-  The last batch is padded with empty rows; all processes see the same
-  examples, so they run the same number of steps.
+  The model family's feature conversion (`steps.family.to_batch`) builds the
+  batches. The last batch is padded with empty rows; all processes see the
+  same examples, so they run the same number of steps.
   """
   data.host_batch_size(batch_size)  # Fails early when the rows do not split over processes.
-  for batch in data.batches(examples, batch_size, lengths, pad_last=True):
+  for batch in data.batches(examples, batch_size, lengths, pad_last=True,
+                            convert=steps.family.to_batch):
     valid = batch.pop('valid')
-    yield partitioning.shard_batch(data.host_rows(batch), mesh), valid
+    yield partitioning.shard_batch(data.host_rows(batch), steps.mesh), valid
 
 
 def rank_scores(steps, params, frozen, examples: Sequence[Example],
@@ -75,8 +77,7 @@ def rank_scores(steps, params, frozen, examples: Sequence[Example],
     longest = max(len(pairs[i]['inputs']) for i in rows)
     lengths = {'inputs': min(feature_lengths['inputs'], _bucket(longest)),
                'targets': targets_length}
-    for sharded, valid in _global_batches([pairs[i] for i in rows], batch_size, lengths,
-                                          steps.mesh):
+    for sharded, valid in _global_batches([pairs[i] for i in rows], batch_size, lengths, steps):
       flat[rows] = np.asarray(steps.score(params, frozen, sharded))[valid]
   ends = np.cumsum([len(c) for c in candidates])
   return np.split(flat, ends[:-1])
@@ -114,10 +115,10 @@ def greedy_predict(steps, params, frozen, examples: Sequence[Example], *, batch_
                    feature_lengths: Mapping[str, int]) -> List[np.ndarray]:
   """Decoded target tokens per example, cut at EOS (kept out)."""
   out = []
-  for sharded, valid in _global_batches(examples, batch_size, feature_lengths, steps.mesh):
+  for sharded, valid in _global_batches(examples, batch_size, feature_lengths, steps):
     tokens = np.asarray(steps.predict(params, frozen, sharded, feature_lengths['targets']))[valid]
     for row in tokens:
-      eos = np.flatnonzero(row == 1)
+      eos = np.flatnonzero(row == steps.family.eos_id)
       out.append(row[:eos[0]] if len(eos) else row[row > 0])
   return out
 
@@ -267,7 +268,7 @@ def _single_task_evaluator(task, *, split: str, feature_lengths: Mapping[str, in
     return evaluate(steps, params, frozen, examples, mode=mode, batch_size=batch_size,
                     feature_lengths=feature_lengths, decode=lambda ids: vocab.decode(list(ids)),
                     metric_fns=fns, postprocess=task.postprocess_fn, label_words=label_words,
-                    encode=lambda text: list(vocab.encode(text)) + [1],
+                    encode=lambda text: list(vocab.encode(text)) + [steps.family.eos_id],
                     candidates_feature=None if label_words else candidates_feature,
                     rank_metric_fn=tasks.metrics.rank_classification_metrics)
   return evaluate_fn

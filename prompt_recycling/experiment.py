@@ -21,6 +21,11 @@ target model on the task. Written to OUTPUT_DIR:
 
 A model is given as {'name', 'path', 'config'} where path is a T5X checkpoint or
 a Hugging Face directory and config a `T5Config` (None: inferred from the files).
+Targets are T5 models (the tasks are SeqIO's, T5-tokenized); a source may be of
+another vocabulary or family (a HF BERT / RoBERTa / ALBERT / GPT-2 / mT5
+directory) when both specs name a 'tokenizer' (a tokenizer directory or a
+SentencePiece .model): rows are then paired through anchor words
+(`recycling.vocab.select_pairs`, 'auto' meaning 'words:pieces').
 """
 import pathlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -34,8 +39,10 @@ from prompt_recycling import data
 from prompt_recycling import evaluation
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
+from prompt_recycling import recycle as recycle_lib
 from prompt_recycling import results as results_lib
 from prompt_recycling import trainer
+from prompt_recycling.models import family as families
 from prompt_recycling.models import t5
 from prompt_recycling.recycling import base as recycling_base
 from prompt_recycling.recycling import vocab as recycling_vocab
@@ -62,17 +69,36 @@ def load_model(spec: Mapping[str, Any]):
   return config, params
 
 
-def select_rows(source_emb: np.ndarray, target_emb: np.ndarray, vocabulary: str) -> np.ndarray:
-  """The ids [num_tokens] of the rows the recyclers fit on.
+def select_rows(source_emb: np.ndarray, target_emb: np.ndarray, vocabulary: str,
+                source_spec: Optional[Mapping[str, Any]] = None,
+                target_spec: Optional[Mapping[str, Any]] = None):
+  """(source ids, target ids) [num_tokens] of the row pairs the recyclers fit on.
 
-  `vocabulary` is a `recycling.vocab.select` spec (already resolved from
-  'auto' for the recycler: `recycling.vocab.resolve`).
+  One vocabulary: the same ids in both tables, `vocabulary` a
+  `recycling.vocab.select` spec (already resolved from 'auto' for the
+  recycler: `recycling.vocab.resolve`). Specs naming a 'tokenizer' each:
+  anchor-word pairs (`recycling.vocab.select_pairs`).
   """
+  source_spec, target_spec = source_spec or {}, target_spec or {}
+  if source_spec.get('tokenizer') or target_spec.get('tokenizer'):
+    missing = [s.get('name', '?') for s in (source_spec, target_spec) if not s.get('tokenizer')]
+    if missing:
+      raise ValueError(f'Pairing vocabularies through anchor words needs a tokenizer in every '
+                       f'model spec; {missing} have none.')
+    from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
+    pairs = recycling_vocab.select_pairs(
+        vocabulary, [family_tokenizers.load_any(s['tokenizer']) for s in (source_spec, target_spec)],
+        [source_emb.shape[0], target_emb.shape[0]],
+        [source_spec.get('path', 'source'), target_spec.get('path', 'target')])
+    return pairs[0], pairs[1]
   if source_emb.shape[0] != target_emb.shape[0]:
     raise ValueError(f'Source and target embedding tables have {source_emb.shape[0]} and '
-                     f'{target_emb.shape[0]} rows: models of different vocabularies must be '
-                     'aligned by token string first (recycling.vocab.align_by_piece).')
-  return recycling_vocab.select(vocabulary, source_emb.shape[0])
+                     f'{target_emb.shape[0]} rows ({source_spec.get("path", "source")}, '
+                     f'{target_spec.get("path", "target")}): different vocabularies, which '
+                     "token ids cannot pair. Give both model specs a 'tokenizer' (a tokenizer "
+                     'directory or SentencePiece .model) to pair rows through anchor words.')
+  ids = recycling_vocab.select(vocabulary, source_emb.shape[0])
+  return ids, ids
 
 
 class TargetModel:
@@ -88,7 +114,7 @@ class TargetModel:
     self.mesh = mesh
     self.baseline_steps = trainer.Steps(self.model, prompts.no_prompt(), None, mesh)
     self.frozen = self.baseline_steps.put_frozen(params)
-    self.embedding = np.asarray(params['token_embedder']['embedding'])
+    self.embedding = np.asarray(families.embeddings(params))
     self._steps = {}
 
   def baseline(self) -> float:
@@ -165,15 +191,17 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
     for source_spec in sources:
       if source_spec['name'] == target_spec['name']:
         continue
-      source_emb = checkpoints.load_token_embedding(source_spec['path'])
+      source_emb = recycle_lib.load_token_embedding(source_spec['path'])
+      cross = bool(source_spec.get('tokenizer') or target_spec.get('tokenizer'))
       for display, spec in recyclers.items():
         spec = dict(spec)
         name = spec.pop('name')
-        rows = recycling_vocab.resolve(spec.pop('vocabulary', vocabulary), name)
-        ids = select_rows(source_emb, target.embedding, rows)
+        rows = spec.pop('vocabulary', vocabulary)
+        rows = recycling_vocab.resolve('words:pieces' if cross and rows == 'auto' else rows, name)
+        ids, target_ids = select_rows(source_emb, target.embedding, rows, source_spec, target_spec)
         recycler = recycling_base.get_recycler(name, **spec)
         fitted = recycling_base.fit_tables(recycler, source_emb, target.embedding, ids,
-                                           jax.random.key(seed))
+                                           jax.random.key(seed), target_ids)
         for f in prompt_files.get(source_spec['name'], ()):
           recycled = np.asarray(recycler.apply(fitted, prompts.load_prompt(f)))
           scores = target.evaluate(recycled)

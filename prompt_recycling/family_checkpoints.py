@@ -337,3 +337,46 @@ def load_hf(path: str, only: Optional[Sequence[str]] = None) -> Tuple[Params, Co
     raise CheckpointError(f'{path}: parameters {sorted(set(expected) - set(flat))[:4]} of the '
                           f'{kind} model were not mapped from the checkpoint.')
   return checkpoints._unflatten(flat), config  # pylint: disable=protected-access
+
+
+# --- Any family ---------------------------------------------------------------
+
+# [MASK] and end-of-text ids of the released vocabularies (bert-*-cased/uncased,
+# roberta-*, albert-*-v2), used when the directory has no tokenizer files.
+_SPECIAL_IDS = {'bert': (103, 102), 'roberta': (50264, 2), 'albert': (4, 3)}
+
+
+def is_family_dir(path: str) -> bool:
+  """Whether `path` is a local HF directory of a BERT / RoBERTa / ALBERT / GPT-2 model."""
+  config = os.path.join(path, 'config.json')
+  if checkpoints._is_url(path) or not os.path.isfile(config):  # pylint: disable=protected-access
+    return False
+  with open(config, encoding='utf-8') as f:
+    return json.load(f).get('model_type') in FAMILIES
+
+
+def load_model(path: str) -> Tuple[Params, Any]:
+  """(params, `models.family` family) of any checkpoint the project reads.
+
+  A HF BERT / RoBERTa / ALBERT / GPT-2 directory gives a `MaskedLM` or
+  `CausalLM` whose special ids come from the tokenizer files in the directory
+  when there are any (`family_tokenizers.load_any`), else from config.json
+  (GPT-2's eos_token_id) and the released vocabularies' ids; anything else is
+  read as T5 (`checkpoints.load_params`: T5X, or a HF T5 / mT5 directory) and
+  gives an `EncoderDecoder`.
+  """
+  from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
+  from prompt_recycling.models import family as families  # pylint: disable=g-import-not-at-top
+  if not is_family_dir(path):
+    params, config = checkpoints.load_params(path)
+    return params, families.EncoderDecoder(config)
+  params, config = load_hf(path)
+  try:
+    return params, families.from_tokenizer(config, family_tokenizers.load_any(path))
+  except (ValueError, OSError, ImportError):  # No tokenizer files here (or no transformers).
+    pass
+  hf_config = read_config(path)
+  if isinstance(config, gpt2.GPT2Config):
+    return params, families.CausalLM(config, eos_id=hf_config.get('eos_token_id', 50256))
+  mask_id, eos_id = _SPECIAL_IDS[family(hf_config)]
+  return params, families.MaskedLM(config, mask_id=mask_id, eos_id=eos_id)

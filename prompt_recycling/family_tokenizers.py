@@ -90,3 +90,52 @@ def unk_id(tokenizer: Any) -> Optional[int]:
   if hasattr(tokenizer, 'unk_token_id'):
     return tokenizer.unk_token_id
   return tokenizer.unk_id  # T5's SentencePiece vocabularies (ours or SeqIO's).
+
+
+def load_any(path: str) -> Any:
+  """A tokenizer from a path: a SentencePiece `.model` file (T5, mT5: `vocabulary.py`) or a
+  directory of a family's files (`load_tokenizer`, the family from its config.json or its files).
+  """
+  if os.path.isfile(path):
+    if not path.endswith('.model'):
+      raise ValueError(f'Tokenizer path {path} is a file but not a SentencePiece .model; give a '
+                       'SentencePiece model file or a directory of tokenizer files.')
+    from prompt_recycling import vocabulary  # pylint: disable=g-import-not-at-top
+    return vocabulary.get_vocabulary(path)
+  family = _family_from_config(path)
+  if family is None:  # No config.json: guess from the files present.
+    if os.path.isfile(os.path.join(path, 'vocab.txt')):
+      family = 'bert'
+    elif os.path.isfile(os.path.join(path, 'spiece.model')):
+      family = 'albert'
+    elif os.path.isfile(os.path.join(path, 'vocab.json')):
+      # RoBERTa's files are GPT-2's kind; its vocabulary has its own specials (<mask>, <unk>).
+      with open(os.path.join(path, 'vocab.json'), encoding='utf-8') as f:
+        family = 'roberta' if '<mask>' in json.load(f) else 'gpt2'
+  return load_tokenizer(path, family)
+
+
+def whole_words(tokenizer: Any) -> List[str]:
+  """The tokenizer's word-initial pieces with the marker stripped, in id order.
+
+  `Ġword` (byte-level BPE) and `▁word` (SentencePiece) give `word`; WordPiece
+  pieces give themselves unless they continue a word (`##...`) or are
+  special (`[CLS]`). The vocabulary-intersection anchors of Wu et al. (2024)
+  start from these (`recycling.vocab.anchor_ids`), since raw piece strings of
+  two conventions never match.
+  """
+  if hasattr(tokenizer, 'pieces'):  # T5's SentencePiece vocabulary.
+    pieces = list(enumerate(tokenizer.pieces()))
+  else:
+    pieces = sorted(((i, p) for p, i in tokenizer.get_vocab().items()))
+  special = set(getattr(tokenizer, 'all_special_tokens', ()))
+  words = []
+  for _, piece in pieces:
+    if piece in special:
+      continue
+    if piece[:1] in ('\u0120', '\u2581'):  # 'Ġ', '▁'
+      if len(piece) > 1:
+        words.append(piece[1:])
+    elif type(tokenizer).__name__.startswith('Bert') and not piece.startswith('##'):
+      words.append(piece)
+  return words

@@ -32,7 +32,13 @@ Fidelity (REPRODUCTION.md, "Fidelity: prompt tuning and late prompt tuning"):
     the generator sees the normalised states; the inserted prompt joins the raw
     stream. `normalize_input=False` reads the raw stream.
   * NPG reads the first token's state: RoBERTa's <s>; T5 has no BOS, so here
-    it is the first input token.
+    it is the first input token. On GPT-2 it reads the last input token's
+    state (`npg_token='last'`), where the authors' decoder-only code reads it
+    (`hidden_states[arange, seq_lengths]` in `decoder-only/models/
+    modeling_gpt2.py`): under causal attention the first token sees nothing
+    else. The GPT-2 family (`models/family.CausalLM`) gives the generator a
+    mask of the input positions only, so neither NPG nor the pooling reads a
+    target token the prompt would then reveal.
   * init: PyTorch `nn.Linear` defaults (kernel and bias U(+-1/sqrt(fan_in)));
     a static late prompt N(0, 1) (`nn.Embedding`'s default) or sampled
     vocabulary rows (their `--initialize_from_vocab`).
@@ -65,6 +71,8 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from prompt_recycling import prompts
+from prompt_recycling.models import family as families
+from prompt_recycling.models import gpt2
 from prompt_recycling.models import t5
 
 Array = jax.Array
@@ -130,15 +138,18 @@ class PromptGenerator(nn.Module):
 
   Attributes:
     prompt_length: P, prompt tokens generated per input.
-    kind: 'NPG' (first token's state, their default), 'APPG' (adaptive average
+    kind: 'NPG' (one token's state, their default), 'APPG' (adaptive average
       pooling) or 'MPPG' (adaptive max pooling); see the module docstring.
     bottleneck: width of the down-projection (128 in the authors' scripts).
     dropout_rate: dropout on the generated prompt (0.1 in the authors' code).
+    npg_token: the state NPG reads: 'first' (encoders' [CLS]/<s>) or 'last'
+      (each row's last valid token by the mask: GPT-2).
   """
   prompt_length: int
   kind: str = 'NPG'
   bottleneck: int = 128
   dropout_rate: float = 0.1
+  npg_token: str = 'first'
 
   @nn.compact
   def __call__(self, hidden: Array, mask: Array, deterministic: bool = True) -> Array:
@@ -158,7 +169,14 @@ class PromptGenerator(nn.Module):
 
     down = dense('down', self.bottleneck, embed, ('prompt_embed', GENERATOR_MLP_AXIS))
     if self.kind == 'NPG':
-      h = nn.relu(down(hidden[:, 0]))  # [batch, bottleneck]
+      if self.npg_token == 'first':
+        read = hidden[:, 0]
+      elif self.npg_token == 'last':
+        last = jnp.maximum(jnp.sum(mask, axis=1) - 1, 0)  # [batch]
+        read = hidden[jnp.arange(hidden.shape[0]), last]
+      else:
+        raise ValueError(f"npg_token must be 'first' or 'last', got {self.npg_token!r}.")
+      h = nn.relu(down(read))  # [batch, bottleneck]
       out = dense('up', self.prompt_length * embed, self.bottleneck,
                   (GENERATOR_MLP_AXIS, 'prompt_embed'))(h)
       out = out.reshape(out.shape[0], self.prompt_length, embed)  # [batch, P, embed]
@@ -210,16 +228,25 @@ def insert(prompt: Array, hidden: Array, mask: Array):
   return hidden, mask
 
 
-def _encoder_depth(frozen: Any) -> int:
+def _encoder_depth(frozen: Any) -> Optional[int]:
+  """T5's encoder depth from its parameters; None for the other families.
+
+  A BERT-like's or GPT-2's depth is not its number of `layers_*` (ALBERT runs
+  one shared layer 12 times): those are checked against `model_config`, and
+  by the module itself when it runs.
+  """
+  if 'encoder' not in frozen:
+    return None
   return sum(1 for name in frozen['encoder'] if name.startswith('layers_'))
 
 
 def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None, *,
-                       model_config: Optional[t5.T5Config] = None, generator: str = 'NPG',
+                       model_config: Optional[families.Config] = None, generator: str = 'NPG',
                        bottleneck: int = 128, dropout_rate: float = 0.1,
                        normalize_input: bool = True, static: bool = False,
                        static_init: prompts.Initializer = prompts.random_normal(),
-                       init_file: Optional[str] = None) -> prompts.PromptMethod:
+                       init_file: Optional[str] = None,
+                       npg_token: Optional[str] = None) -> prompts.PromptMethod:
   """Late prompt tuning as a `PromptMethod`: a prompt inserted before encoder layer k.
 
   Args:
@@ -229,8 +256,11 @@ def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None,
       num_encoder_layers = after the last). Default: `num_encoder_layers // 2`,
       the middle of the encoder, where the authors insert it (layer 12 of 24
       for RoBERTa-large); needs `model_config`.
-    model_config: the model's `T5Config`; gives the default layer and the
-      norm's epsilon, and lets a wrong `hook_layer` fail here, not at `init`.
+    model_config: the model's config (`T5Config`, `EncoderConfig` or
+      `GPT2Config`); gives the default layer (`family.depth`: ALBERT counts
+      its shared layer at every depth) and the norm's epsilon, and lets a
+      wrong `hook_layer` fail here, not at `init`. Without it the model is
+      taken to be T5.
     generator: 'NPG' (the authors' default), 'APPG' or 'MPPG' (`PromptGenerator`).
     bottleneck: the generator's down-projection width (128).
     dropout_rate: dropout on the generated prompt (the authors' 0.1). Applied
@@ -240,7 +270,10 @@ def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None,
       over a dropout-free backbone), using the encoder's 'dropout' stream;
       0 switches the generator's dropout off alone.
     normalize_input: the generator reads the hidden states through layer k's
-      frozen pre-attention norm (see the module docstring); False: raw.
+      frozen pre-attention norm (see the module docstring); False: raw. T5
+      only: BERT-likes are post-LayerNorm, so their states arrive normalised
+      (as the authors' RoBERTa generator reads them); GPT-2's generator reads
+      its raw residual stream.
     static: instead of a generator, one `[prompt_length, embed]` parameter
       shared by all inputs (the authors' generator-free variant); cheaper, and
       exported like a prompt-tuning prompt.
@@ -249,6 +282,8 @@ def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None,
     init_file: start from saved parameters instead: an `.npz` written by
       `save_params` (generator or static), or for `static=True` also a
       `[prompt_length, embed]` `.npy`. Shapes are checked at `init`.
+    npg_token: which state NPG reads ('first' or 'last', `PromptGenerator`);
+      default 'last' for a `GPT2Config`, else 'first'.
 
   Returns:
     A `PromptMethod` whose params are `{'down': {...}, 'up': {...}}` (generator)
@@ -263,16 +298,20 @@ def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None,
     if model_config is None:
       raise ValueError('late_prompt_tuning needs hook_layer or model_config (the default layer '
                        'is num_encoder_layers // 2).')
-    hook_layer = model_config.num_encoder_layers // 2
+    hook_layer = families.depth(model_config) // 2
   if model_config is not None:
-    _check_layer(hook_layer, model_config.num_encoder_layers)
+    _check_layer(hook_layer, families.depth(model_config))
   if generator not in GENERATORS:
     raise ValueError(f'Unknown prompt generator {generator!r}; expected one of {GENERATORS}.')
   if prompt_length < 1:
     raise ValueError(f'prompt_length must be positive, got {prompt_length}.')
   epsilon = model_config.layer_norm_epsilon if model_config is not None else 1e-6
+  normalize_input = normalize_input and (model_config is None
+                                         or isinstance(model_config, t5.T5Config))
   # Built outside any module, so it is a top-level Module applied with `params`.
-  module = PromptGenerator(prompt_length, generator, bottleneck, dropout_rate)
+  if npg_token is None:
+    npg_token = 'last' if isinstance(model_config, gpt2.GPT2Config) else 'first'
+  module = PromptGenerator(prompt_length, generator, bottleneck, dropout_rate, npg_token)
 
   def fresh_params(rng, embed):
     if static:
@@ -281,9 +320,13 @@ def late_prompt_tuning(prompt_length: int = 5, hook_layer: Optional[int] = None,
     return module.init(rng, hidden, mask)['params']
 
   def init(rng, frozen):
-    _check_layer(hook_layer, _encoder_depth(frozen))
-    embedding = frozen['token_embedder']['embedding']
-    embed = embedding.shape[1]
+    depth = _encoder_depth(frozen)
+    if depth is not None:
+      _check_layer(hook_layer, depth)
+    embedding = families.embeddings(frozen)
+    # The width of the hidden states the prompt joins: the token table's,
+    # except ALBERT's, whose 128-wide embedding is projected up first.
+    embed = embedding.shape[1] if model_config is None else model_config.emb_dim
     if init_file is not None:
       expected = jax.eval_shape(lambda: initial_params(rng, embedding, embed))
       return _params_from_file(init_file, expected, static)
@@ -334,7 +377,7 @@ def _check_layer(hook_layer: int, num_encoder_layers: int) -> None:
         f'after the last; the paper uses the middle, {num_encoder_layers // 2}).')
 
 
-def late_prompts(method: prompts.PromptMethod, model: t5.T5, frozen: Any, params: Any,
+def late_prompts(method: prompts.PromptMethod, model: Any, frozen: Any, params: Any,
                  tokens: Array) -> Array:
   """The late prompts `method` inserts for `tokens` [batch, length]: [batch, prompt_length, embed].
 
@@ -349,8 +392,9 @@ def late_prompts(method: prompts.PromptMethod, model: t5.T5, frozen: Any, params
     captured['prompt'] = new_hidden[:, :new_hidden.shape[1] - hidden.shape[1]]
     return new_hidden, new_mask
 
-  model.apply({'params': frozen}, tokens, hook=capture, hook_layer=args['hook_layer'],
-              method=t5.T5.encode)
+  module = families.of(model).module  # A family, a module or a config.
+  module.apply({'params': frozen}, tokens, hook=capture, hook_layer=args['hook_layer'],
+               method=type(module).encode)
   return captured['prompt']
 
 

@@ -6,6 +6,7 @@ Parameters and activations are annotated with logical axis names
 data parallelism plus 1-D model parallelism. This module knows no module names.
 """
 import contextlib
+import logging
 from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -62,12 +63,34 @@ def logical_to_mesh_sharding(logical_specs: Any, mesh: Mesh, rules: Rules = LOGI
 def params_shardings(init_fn, *args, mesh: Mesh, rules: Rules = LOGICAL_AXIS_RULES):
   """Shapes and shardings of `init_fn(*args)`'s boxed parameters, without computing them.
 
+  A dimension its mesh axes do not divide (GPT-2's vocabulary of 50,257 rows
+  over a `model` axis of 2) is replicated instead (`divisible`), with a log
+  line naming the parameter: arrays placed on the mesh must split evenly.
+
   Returns:
     (abstract params with boxes removed, tree of `NamedSharding`).
   """
   abstract = jax.eval_shape(init_fn, *args)
   specs = nn.get_partition_spec(abstract)
-  return nn.unbox(abstract), logical_to_mesh_sharding(specs, mesh, rules)
+  abstract = nn.unbox(abstract)
+  return abstract, divisible(abstract, logical_to_mesh_sharding(specs, mesh, rules))
+
+
+def divisible(abstract: Any, shardings: Any) -> Any:
+  """`shardings` with every dimension its mesh axes do not divide evenly replicated."""
+  def fit(path, leaf, sharding):
+    spec = list(sharding.spec) + [None] * (len(leaf.shape) - len(sharding.spec))
+    for dim, axes in enumerate(spec):
+      if axes is None:
+        continue
+      parts = int(np.prod([sharding.mesh.shape[a] for a in
+                           (axes if isinstance(axes, tuple) else (axes,))]))
+      if leaf.shape[dim] % parts:
+        logging.info('%s: dimension %d of size %d does not split over %s (%d devices); it is '
+                     'replicated.', jax.tree_util.keystr(path), dim, leaf.shape[dim], axes, parts)
+        spec[dim] = None
+    return NamedSharding(sharding.mesh, P(*spec))
+  return jax.tree_util.tree_map_with_path(fit, abstract, shardings)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

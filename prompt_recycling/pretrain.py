@@ -223,7 +223,7 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
                len(lm_rows), lm_length - 1, [t.name for t in tasks])
 
   model = t5.T5(model_config)
-  run_info = {'model_config': model_config.__dict__, 'corpus': [str(p) for p in corpus],
+  run_info = {'model_config': model_config, 'corpus': [str(p) for p in corpus],
               'corpus_tokens': len(stream), 'seed': seed, 'batch_size': batch_size,
               'phases': [(steps, [(src.name, src.weight, src.lengths) for src in sources])
                          for steps, sources in phases]}

@@ -3,15 +3,19 @@
 A prompt method is two pure functions, as an optax transformation is:
 
   init(rng, frozen) -> params                    the trainable tree
-  encoder_args(params, batch_size) -> kwargs     for `T5.encode`: `prefix`,
-                                                 or `hook` + `hook_layer`
+  encoder_args(params, batch_size) -> kwargs     `prefix` [batch, prompt_length,
+                                                 embed], or `hook` + `hook_layer`
 
 plus the logical axes of `params` for sharding, and optionally
 `model_params(params, frozen)`, the model parameters a step runs with (default:
 `frozen`; pretraining trains the model itself and returns `params`). The
 trainer sees only this interface, so prompt tuning (here), late prompt tuning
-(`lpt.py`) and pretraining share one training loop. No tasks, files of runs,
-or training live here.
+(`lpt.py`) and pretraining share one training loop. The method does not know
+the model family: it reads the token table through `family.embeddings` (every
+family names it `token_embedder/embedding`), and the family
+(`models/family.py`) decides where a `prefix` goes (T5: before the encoder
+input; BERT-likes and GPT-2: into placeholder slots, or the batch's
+`prompt_positions`). No tasks, files of runs, or training live here.
 """
 import pathlib
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
@@ -22,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
+
+from prompt_recycling.models import family
 
 Array = jax.Array
 # (rng, embedding [vocab, embed], shape (prompt_length, embed)) -> [prompt_length, embed]
@@ -64,7 +70,7 @@ def random_normal(stddev: float = 1.0) -> Initializer:
   return init
 
 
-def sampled_vocab(population: int = 5000) -> Initializer:
+def sampled_vocab(population: int = 5000, ids: Optional[Sequence[int]] = None) -> Initializer:
   """Rows copied from embeddings of tokens drawn from the `population` most common.
 
   SentencePiece ids are ordered by frequency, so the first 5,000 ids are the
@@ -73,13 +79,24 @@ def sampled_vocab(population: int = 5000) -> Initializer:
   replacement unless the prompt is longer than the population). Deviation: a
   population larger than the table is an error here (the release warns and
   shrinks it).
+
+  WordPiece and byte-level BPE ids are not ordered by frequency (BERT's,
+  GPT-2's): give the common tokens as an explicit id set, `ids` (e.g. the
+  anchor words' ids of `recycling.vocab`), which then is the population.
   """
   def init(rng, embedding, shape):
+    if ids is not None:
+      pool = np.asarray(ids, np.int32)  # Host checks: `init` may run under jit.
+      if pool.ndim != 1 or not pool.size or pool.min() < 0 or pool.max() >= embedding.shape[0]:
+        raise ValueError(f'sampled_vocab(ids=...) needs a non-empty 1-D list of ids within the '
+                         f'embedding table of {embedding.shape[0]} rows; got shape {pool.shape}.')
+      picks = jax.random.choice(rng, pool.size, (shape[0],), replace=shape[0] > pool.size)
+      return jnp.asarray(embedding)[jnp.asarray(pool)[picks]].astype(jnp.float32)
     if population > embedding.shape[0]:
       raise ValueError(f'sampled_vocab(population={population}) exceeds the embedding table '
                        f'of {embedding.shape[0]} rows.')
-    ids = jax.random.choice(rng, population, (shape[0],), replace=shape[0] > population)
-    return jnp.asarray(embedding)[ids].astype(jnp.float32)
+    draws = jax.random.choice(rng, population, (shape[0],), replace=shape[0] > population)
+    return jnp.asarray(embedding)[draws].astype(jnp.float32)
   return init
 
 
@@ -161,7 +178,7 @@ def prompt_tuning(length: int = 100, init: Initializer = sampled_vocab()) -> Pro
     init: how to initialise it from the frozen model's token embeddings.
   """
   def init_fn(rng, frozen):
-    embedding = frozen['token_embedder']['embedding']
+    embedding = family.embeddings(frozen)
     return {'prompt': init(rng, embedding, (length, embedding.shape[1]))}
 
   def encoder_args(params, batch_size):

@@ -5,8 +5,8 @@ r"""Recycles a prompt from source model(s) to a target model (no task data, no t
       --target_model=/ckpts/t5_1_1_lm100k_large/checkpoint_1100000 \
       --prompt_path=sst2.npy --recycler=v2v-lin --output_path=sst2_large.npy
 
-A model path is a T5X checkpoint or a Hugging Face T5 directory; only the token
-embedding is read. The output is a `[prompt_length, target_embed]` `.npy` that
+A model path is a T5X checkpoint or a Hugging Face T5, BERT, RoBERTa, ALBERT or
+GPT-2 directory; only the token embedding is read. The output is a `[prompt_length, target_embed]` `.npy` that
 `prompt_recycling.eval` loads with `gin_configs/prompts/from_file.gin`.
 Options of a recycler go as `--recycler_args='{"steps": 2000}'` (JSON).
 
@@ -16,6 +16,14 @@ whole words for the relative search; see `recycling.vocab`).
 
 Multi-source (Wu et al., `relative` only): repeat `--source_model` and
 `--prompt_path` in the same order; the search averages the loss against each.
+
+Models of different tokenizers (RoBERTa -> GPT-2, T5 1.1 -> mT5): give each
+model's tokenizer, `--source_tokenizer` (one per source) and
+`--target_tokenizer` (a tokenizer directory or a SentencePiece .model file).
+Rows are then paired through anchor words that are one token in every model
+(`recycling.vocab.select_pairs`): `--vocabulary=words:PATH` (Wu et al.'s word
+list) or `words:pieces` (the default then: the words all tokenizers share).
+Tables of different sizes without tokenizers are refused.
 
 Dev selection (opt-in, Wu et al.'s model selection, so *not* zero-shot): with
 `--select_on_dev --dev_task=TASK --dev_output_path=best.npy`, the relative
@@ -38,6 +46,7 @@ import numpy as np
 
 from prompt_recycling import checkpoints
 from prompt_recycling import cli
+from prompt_recycling import family_checkpoints
 from prompt_recycling import prompts
 from prompt_recycling.recycling import base
 from prompt_recycling.recycling import relative
@@ -58,6 +67,11 @@ _VOCAB = flags.DEFINE_string(
     "'filtered:PATH@OFFSET:NUM', 'words:PATH', 'words:pieces', 'all', 'first:N[@OFFSET]' or a "
     'filtered-vocabulary .json (recycling.vocab.select).')
 _OUTPUT = flags.DEFINE_string('output_path', None, 'Where the recycled .npy goes.', required=True)
+_SOURCE_TOKENIZER = flags.DEFINE_multi_string(
+    'source_tokenizer', None, "Each source's tokenizer (directory, or SentencePiece .model), in "
+    'the order of --source_model: pairs rows of different vocabularies through anchor words.')
+_TARGET_TOKENIZER = flags.DEFINE_string(
+    'target_tokenizer', None, "The target's tokenizer (directory, or SentencePiece .model).")
 _SAVE_RECYCLER = flags.DEFINE_string('save_recycler', None, 'Optional .npz for the fitted recycler '
                                      '(single source).')
 _REPORT = flags.DEFINE_bool('report', False, 'Print held-out fit and nearest target tokens.')
@@ -107,7 +121,9 @@ def recycle(source_models: Union[str, Sequence[str]], target_model: str,
             prompt_paths: Union[str, Sequence[str]], recycler: str, output_path: str, *,
             recycler_args: Optional[Dict[str, Any]] = None, vocabulary: str = 'auto',
             seed: int = 0, save_recycler: Optional[str] = None, with_report: bool = False,
-            dev: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+            dev: Optional[Mapping[str, Any]] = None,
+            source_tokenizers: Optional[Union[str, Sequence[str]]] = None,
+            target_tokenizer: Optional[str] = None) -> Dict[str, Any]:
   """Fits `recycler` on the embedding tables, applies it, writes `output_path`.
 
   Every input is checked before anything is written: the prompt's width must
@@ -128,6 +144,9 @@ def recycle(source_models: Union[str, Sequence[str]], target_model: str,
     dev: opt-in dev selection (relative): {'evaluate': prompt -> metric, or
       'task' (+ 'split', 'metric', 'max_examples', 'feature_lengths',
       'batch_size') to score through the target model; 'output_path'}.
+    source_tokenizers, target_tokenizer: models of different tokenizers:
+      each one's tokenizer path (`family_tokenizers.load_any`); rows are then
+      paired through anchor words (module docstring).
 
   Returns:
     {'output_path', 'shape', 'recycler', 'vocabulary', 'zero_shot': True}, with
@@ -143,29 +162,49 @@ def recycle(source_models: Union[str, Sequence[str]], target_model: str,
   if dev is not None and recycler != 'relative':
     raise ValueError(f'Dev selection picks among the relative search\'s snapshots; {recycler!r} '
                      'has none.')
-  target = checkpoints.load_token_embedding(target_model)
-  spec = vocab.resolve(vocabulary, recycler)
+  cross = source_tokenizers is not None or target_tokenizer is not None
+  if cross:
+    source_tokenizers = _as_list(source_tokenizers or [])
+    if len(source_tokenizers) != len(source_models) or target_tokenizer is None:
+      raise ValueError(f'Pairing vocabularies through anchor words needs every model\'s '
+                       f'tokenizer: got {len(source_tokenizers)} --source_tokenizer for '
+                       f'{len(source_models)} --source_model, and --target_tokenizer='
+                       f'{target_tokenizer}.')
+  target = load_token_embedding(target_model)
+  spec = vocab.resolve('words:pieces' if cross and vocabulary == 'auto' else vocabulary, recycler)
   rec = base.get_recycler(recycler, **(recycler_args or {}))
+  sources = [load_token_embedding(m) for m in source_models]
+  if cross:
+    from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
+    pairs = vocab.select_pairs(
+        spec, [family_tokenizers.load_any(t) for t in source_tokenizers + [target_tokenizer]],
+        [s.shape[0] for s in sources] + [target.shape[0]], source_models + [target_model])
   fitted, loaded = [], []
-  for source_model, prompt_path in zip(source_models, prompt_paths):
+  for i, (source_model, prompt_path) in enumerate(zip(source_models, prompt_paths)):
     prompt = prompts.load_prompt(prompt_path)
-    source = checkpoints.load_token_embedding(source_model)
+    source = sources[i]
     if prompt.shape[1] != source.shape[1]:
       raise ValueError(f'Prompt {prompt_path} has shape {prompt.shape}, but the source model '
                        f'{source_model} has embed {source.shape[1]}: expected '
                        f'[prompt_length, {source.shape[1]}].')
-    if source.shape[0] != target.shape[0]:
+    if cross:
+      ids, target_ids = pairs[i], pairs[-1]
+    elif source.shape[0] != target.shape[0]:
       raise ValueError(f'The embedding tables have {source.shape[0]} ({source_model}) and '
-                       f'{target.shape[0]} ({target_model}) rows; recycling aligns rows by token '
-                       'id, so both models must share a vocabulary.')
-    ids = vocab.select(spec, source.shape[0])
-    fitted.append(base.fit_tables(rec, source, target, ids, jax.random.key(seed)))
-    loaded.append((prompt, source, ids))
+                       f'{target.shape[0]} ({target_model}) rows; aligning rows by token id '
+                       'needs models that share a vocabulary. For different vocabularies give '
+                       'each model\'s tokenizer (--source_tokenizer, --target_tokenizer: a '
+                       'tokenizer directory or SentencePiece .model) to pair rows through anchor '
+                       'words.')
+    else:
+      ids = target_ids = vocab.select(spec, source.shape[0])
+    fitted.append(base.fit_tables(rec, source, target, ids, jax.random.key(seed), target_ids))
+    loaded.append((prompt, source, ids, target_ids))
   snapshots = None
   if recycler == 'relative':
     cfg = relative.SearchConfig(**{k: v for k, v in (recycler_args or {}).items()
                                    if k not in ('num_anchors', 'mesh')})
-    z, _, snapshots = relative.search_multi_source(fitted, [p for p, _, _ in loaded], cfg)
+    z, _, snapshots = relative.search_multi_source(fitted, [p for p, *_ in loaded], cfg)
     recycled = np.asarray(z, np.float32)
   else:
     recycled = np.asarray(rec.apply(fitted[0], loaded[0][0]), np.float32)
@@ -178,10 +217,13 @@ def recycle(source_models: Union[str, Sequence[str]], target_model: str,
     base.save(fitted[0], save_recycler)
   result = {'output_path': output_path, 'shape': list(recycled.shape), 'recycler': recycler,
             'vocabulary': spec, 'sources': source_models, 'zero_shot': True}
+  if cross:
+    result['num_anchors'] = int(pairs.shape[1])
   if with_report:
-    _, source, ids = loaded[0]
+    _, source, ids, target_ids = loaded[0]
     result['report'] = {
-        'held_out_fit': report.held_out_fit(rec, source[ids], target[ids], jax.random.key(seed)),
+        'held_out_fit': report.held_out_fit(rec, source[ids], target[target_ids],
+                                            jax.random.key(seed)),
         'nearest_target_tokens': report.nearest_target_tokens(recycled, target, k=5)}
   if dev is not None:
     evaluate = dev.get('evaluate') or _target_evaluator(target_model, dev)
@@ -192,6 +234,14 @@ def recycle(source_models: Union[str, Sequence[str]], target_model: str,
     result['dev_selected'] = {'zero_shot': False, 'output_path': dev.get('output_path'),
                               **{k: v for k, v in chosen.items() if k != 'index'}}
   return result
+
+
+def load_token_embedding(path: str) -> np.ndarray:
+  """The token table [vocab, embed] float32 of a T5 checkpoint or a HF directory of any family."""
+  if family_checkpoints.is_family_dir(path):
+    params, _ = family_checkpoints.load_hf(path, only=['token_embedder/embedding'])
+    return np.asarray(params['token_embedder']['embedding'], np.float32)
+  return checkpoints.load_token_embedding(path)
 
 
 def _target_evaluator(target_model: str, dev: Mapping[str, Any]) -> Callable[[np.ndarray], float]:
@@ -234,7 +284,8 @@ def main(argv):
   result = recycle(_SOURCE.value, _TARGET.value, _PROMPT.value, _RECYCLER.value, _OUTPUT.value,
                    recycler_args=_json_flag('recycler_args', _RECYCLER_ARGS.value),
                    vocabulary=_VOCAB.value, seed=_SEED.value, save_recycler=_SAVE_RECYCLER.value,
-                   with_report=_REPORT.value, dev=dev)
+                   with_report=_REPORT.value, dev=dev, source_tokenizers=_SOURCE_TOKENIZER.value,
+                   target_tokenizer=_TARGET_TOKENIZER.value)
   if 'report' in result:
     path = pathlib.Path(_OUTPUT.value).with_suffix('.report.json')
     path.write_text(json.dumps(result['report'], indent=2, default=_jsonable))

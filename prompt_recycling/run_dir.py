@@ -11,6 +11,7 @@ Layout (t5x- and prompt-tuning-compatible where they define one):
   MODEL_DIR/numpy_checkpoints/checkpoint_<step>/params.npz  (other prompt methods, e.g. LPT)
   MODEL_DIR/best.json                     best eval metric so far and its step
 """
+import dataclasses
 import json
 import pathlib
 from typing import Any, Dict, Optional
@@ -28,19 +29,68 @@ class RunMismatchError(ValueError):
   """MODEL_DIR holds a run of a different model or prompt method."""
 
 
+def _jsonable(value: Any) -> Any:
+  """Tuples -> lists, config dataclasses -> dicts of their fields, the rest as `str`."""
+  def default(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+      return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return str(obj)
+  return json.loads(json.dumps(value, default=default))
+
+
+def _field_defaults(config: Any) -> Dict[str, Any]:
+  """A config dataclass's fields that have a default, as JSON values."""
+  out = {}
+  for field in dataclasses.fields(config):
+    if field.default is not dataclasses.MISSING:
+      out[field.name] = field.default
+    elif field.default_factory is not dataclasses.MISSING:  # pytype: disable=attribute-error
+      out[field.name] = field.default_factory()  # pytype: disable=attribute-error
+  return _jsonable(out)
+
+
+def _differences(found: Dict[str, Any], requested: Dict[str, Any],
+                 defaults: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+  """{name: (found, requested)} of what differs; configs compared field by field.
+
+  For an entry that is a config dataclass (`defaults` holds its field
+  defaults), a field the recorded run lacks counts as equal when the request
+  leaves it at its default (the field was added to the config since that run
+  started, and at its default it does not change the model), and a recorded
+  field the config no longer has is not compared.
+  """
+  diff = {}
+  for key in sorted(set(found) | set(requested)):
+    f, r = found.get(key), requested.get(key)
+    if key in defaults and isinstance(f, dict) and isinstance(r, dict):
+      for name in sorted(r):
+        if name not in f:
+          if name not in defaults[key] or r[name] != defaults[key][name]:
+            diff[f'{key}.{name}'] = ('<absent>', r[name])
+        elif f[name] != r[name]:
+          diff[f'{key}.{name}'] = (f[name], r[name])
+    elif f != r:
+      diff[key] = (f, r)
+  return diff
+
+
 def claim(model_dir: str, run_info: Dict[str, Any]) -> None:
   """Records what this run trains, or refuses a MODEL_DIR that holds another run.
 
   Resuming into a directory written by a different model (another size, a
   different prompt length) would silently mix two runs, so it is an error.
+  Config dataclasses in `run_info` (`T5Config`, ...) are recorded as dicts of
+  their fields and compared field by field (`_differences`), so a field added
+  to a config later does not make an existing MODEL_DIR "another run".
   """
   path = pathlib.Path(model_dir) / 'run_info.json'
-  run_info = json.loads(json.dumps(run_info, default=str))  # Normalise tuples etc.
+  defaults = {k: _field_defaults(v) for k, v in run_info.items()
+              if dataclasses.is_dataclass(v) and not isinstance(v, type)}
+  run_info = _jsonable(run_info)
   if path.exists():
     found = json.loads(path.read_text())
-    if found != run_info:
-      diff = {k: (found.get(k), run_info.get(k)) for k in set(found) | set(run_info)
-              if found.get(k) != run_info.get(k)}
+    diff = _differences(found, run_info, defaults)
+    if diff:
       raise RunMismatchError(
           f'{model_dir} already holds a different run (see {path}); refusing to overwrite it. '
           f'Differences (found, requested): {diff}. Use a new MODEL_DIR.')

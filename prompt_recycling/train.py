@@ -93,7 +93,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     logging.info('%s is a mixture: best.json tracks the macro average of its tasks\' '
                  'headline metrics (\'average\'), not %r.', mixture_or_task_name, best_metric)
     best_metric = 'average'
-  run_info = {'model_config': model_config.__dict__, 'task': mixture_or_task_name,
+  run_info = {'model_config': model_config, 'task': mixture_or_task_name,
               'prompt_shapes': jax.tree.map(lambda x: list(x.shape), jax.eval_shape(
                   prompt_method.init, jax.random.key(0), frozen))}
   gin_setup.write_operative_config(model_dir)

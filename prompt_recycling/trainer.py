@@ -9,12 +9,17 @@ functions jitted once with explicit shardings:
 
 Batches are dicts of [batch, length] int32 arrays with t5x's feature names:
 `encoder_input_tokens`, `decoder_input_tokens`, `decoder_target_tokens`,
-`decoder_loss_weights`. This module knows no file formats or task names.
+`decoder_loss_weights` (each model family's `to_batch` says which it reads).
+`model` is a `models.family` family (T5, a BERT-like masked LM or GPT-2), or a
+`t5.T5` module, which means its `EncoderDecoder` family; the family turns a
+batch and the prompt method's `encoder_args` into logits aligned with
+`decoder_target_tokens`, so the loss and scores are the same code for all.
+This module knows no file formats or task names.
 """
 import functools
 import logging
 import time
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import flax.linen as nn
 import flax.struct
@@ -27,11 +32,12 @@ import tqdm
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import run_dir
-from prompt_recycling.models import decoding
+from prompt_recycling.models import family as families
 from prompt_recycling.models import t5
 
 Array = jax.Array
 Batch = Dict[str, Array]
+Model = Union[t5.T5, families.Family]
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -91,16 +97,17 @@ def cross_entropy(logits: Array, targets: Array, weights: Array, z_loss: float =
   return xent, jnp.sum(z_loss * jnp.square(log_z) * weights), jnp.sum(weights)
 
 
-def _logits(params, frozen, batch, rng, *, model: t5.T5, method: prompts.PromptMethod,
+def _logits(params, frozen, batch, rng, *, model: Model, method: prompts.PromptMethod,
             enable_dropout: bool) -> Array:
-  batch_size = batch['encoder_input_tokens'].shape[0]
+  """[batch, target_length, vocab] logits aligned with `decoder_target_tokens`."""
+  batch_size = batch['decoder_target_tokens'].shape[0]
   rngs = {'dropout': rng} if enable_dropout else None
   model_params = frozen if method.model_params is None else method.model_params(params, frozen)
-  return model.apply({'params': model_params}, batch['encoder_input_tokens'], batch['decoder_input_tokens'],
-                     **method.encoder_args(params, batch_size), enable_dropout=enable_dropout, rngs=rngs)
+  return families.of(model).logits(model_params, batch, method.encoder_args(params, batch_size),
+                                   enable_dropout=enable_dropout, rngs=rngs)
 
 
-def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Array, *, model: t5.T5,
+def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Array, *, model: Model,
                method: prompts.PromptMethod, tx: optax.GradientTransformation,
                accum_steps: int = 1, z_loss: float = 1e-4,
                enable_dropout: bool = True) -> tuple:
@@ -154,7 +161,7 @@ def train_step(state: TrainState, frozen: Any, batch: Batch, rng: Array, *, mode
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params: Any, frozen: Any, batch: Batch, *, model: t5.T5,
+def eval_step(params: Any, frozen: Any, batch: Batch, *, model: Model,
               method: prompts.PromptMethod) -> Dict[str, Array]:
   """Summed cross entropy and token count of `batch` (no dropout)."""
   logits = _logits(params, frozen, batch, None, model=model, method=method, enable_dropout=False)
@@ -162,7 +169,7 @@ def eval_step(params: Any, frozen: Any, batch: Batch, *, model: t5.T5,
   return {'cross_ent_sum': xent, 'num_tokens': n}
 
 
-def score_step(params: Any, frozen: Any, batch: Batch, *, model: t5.T5,
+def score_step(params: Any, frozen: Any, batch: Batch, *, model: Model,
                method: prompts.PromptMethod) -> Array:
   """Log-likelihood of each example's target: [batch] float32 (rank classification)."""
   logits = _logits(params, frozen, batch, None, model=model, method=method, enable_dropout=False)
@@ -171,28 +178,28 @@ def score_step(params: Any, frozen: Any, batch: Batch, *, model: t5.T5,
   return jnp.sum(token_ll * batch['decoder_loss_weights'], axis=-1)
 
 
-def predict_step(params: Any, frozen: Any, batch: Batch, *, model: t5.T5,
+def predict_step(params: Any, frozen: Any, batch: Batch, *, model: Model,
                  method: prompts.PromptMethod, max_decode_length: int) -> Array:
-  """Greedy decoding with the KV cache: [batch, max_decode_length] int32."""
-  batch_size = batch['encoder_input_tokens'].shape[0]
+  """Greedy predictions [batch, max_decode_length] int32 (T5: decoding with the KV cache)."""
+  batch_size = batch['decoder_target_tokens'].shape[0]
   model_params = frozen if method.model_params is None else method.model_params(params, frozen)
-  return decoding.greedy_decode(model, {'params': model_params}, batch['encoder_input_tokens'],
-                                max_decode_length, **method.encoder_args(params, batch_size))
+  return families.of(model).predict(model_params, batch, method.encoder_args(params, batch_size),
+                                    max_decode_length)
 
 
-def frozen_shardings(model: t5.T5, mesh: jax.sharding.Mesh,
+def frozen_shardings(model: Model, mesh: jax.sharding.Mesh,
                      rules: partitioning.Rules = partitioning.LOGICAL_AXIS_RULES):
   """(abstract frozen params, their `NamedSharding`s) from the model's logical axes."""
-  tokens = jnp.ones((1, 1), jnp.int32)
+  family = families.of(model)
   abstract, shardings = partitioning.params_shardings(
-      model.init, jax.random.key(0), tokens, tokens, mesh=mesh, rules=rules)
+      family.module.init, jax.random.key(0), *family.init_inputs(), mesh=mesh, rules=rules)
   return abstract['params'], shardings['params']
 
 
-def random_frozen(model: t5.T5, rng: Array, shardings: Any) -> Any:
+def random_frozen(model: Model, rng: Array, shardings: Any) -> Any:
   """A randomly initialised model, created directly sharded (benchmarks, tests)."""
-  tokens = jnp.ones((1, 1), jnp.int32)
-  init = lambda key: nn.unbox(model.init(key, tokens, tokens))['params']
+  family = families.of(model)
+  init = lambda key: nn.unbox(family.module.init(key, *family.init_inputs()))['params']
   return jax.jit(init, out_shardings=shardings)(rng)
 
 
@@ -211,10 +218,11 @@ class Steps:
   output shardings, under the logical-axis rules that shard activations.
   """
 
-  def __init__(self, model: t5.T5, method: prompts.PromptMethod,
+  def __init__(self, model: Model, method: prompts.PromptMethod,
                tx: Optional[optax.GradientTransformation], mesh: jax.sharding.Mesh, *,
                accum_steps: int = 1, z_loss: float = 1e-4, enable_dropout: bool = True, rules: partitioning.Rules = partitioning.LOGICAL_AXIS_RULES):
     self.mesh, self.rules = mesh, rules
+    self.family = families.of(model)
     if method.model_params is None:
       abstract_frozen, self.frozen_shardings = frozen_shardings(model, mesh, rules)
     else:  # The model itself trains: nothing is frozen.
@@ -309,7 +317,7 @@ class _LoggingWriter:
     pass
 
 
-def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
+def train(*, model: Model, frozen: Any, method: prompts.PromptMethod,
           tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
           make_batches: Callable[[int], Iterator[Batch]], total_steps: int, model_dir: str,
           run_info: Dict[str, Any], batch_size: int, seed: int = 0, save_every: int = 1000,
@@ -322,7 +330,7 @@ def train(*, model: t5.T5, frozen: Any, method: prompts.PromptMethod,
   """Trains a prompt method on a frozen model, resuming from MODEL_DIR if it holds a checkpoint.
 
   Args:
-    model: the T5 module.
+    model: the model family (`models.family`) or a `t5.T5` module.
     frozen: its parameters as host numpy arrays (never updated).
     method: what trains (see `prompts.PromptMethod`).
     tx: optimizer of the method's parameters.

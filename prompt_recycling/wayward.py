@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prompt_recycling import prompts
+from prompt_recycling.models import family
 
 # wayward_t5_1_1_prompt.gin TASK_STRING (SST-2; spaces around punctuation as T5's preprocessing).
 SST2_INSTRUCTION = (
@@ -70,7 +71,7 @@ def wayward(token_ids: Sequence[int], gamma: float = 0.01) -> prompts.PromptMeth
   method = prompts.prompt_tuning(int(ids.size), from_token_ids(ids))
 
   def penalty(params, frozen):
-    discrete = jnp.take(frozen['token_embedder']['embedding'], ids, axis=0).astype(jnp.float32)
+    discrete = jnp.take(family.embeddings(frozen), ids, axis=0).astype(jnp.float32)
     return gamma * squared_l2_distance(params['prompt'], discrete)
 
   return method._replace(penalty=penalty)

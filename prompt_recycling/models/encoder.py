@@ -158,6 +158,7 @@ class Encoder(nn.Module):
         for _ in range(cfg.num_param_layers)]
     self.mlm_head = MlmHead(cfg)
     self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.run_hook = layers.RunHook()  # Hooks may build modules (dropout).
 
   def encode(self, tokens: Array, token_types: Optional[Array] = None,
              prompt: Optional[Array] = None, prompt_positions: Optional[Array] = None,
@@ -198,7 +199,7 @@ class Encoder(nn.Module):
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     for i in range(cfg.num_layers + 1):
       if hook is not None and i == hook_layer:
-        x, mask = hook(x, mask)
+        x, mask = self.run_hook(hook, x, mask)
       if i == cfg.num_layers:
         break
       x = self.layers[cfg.layer_params_index(i)](x, layers.key_mask_bias(mask), deterministic)

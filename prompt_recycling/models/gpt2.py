@@ -74,6 +74,7 @@ class GPT2(nn.Module):
         for _ in range(cfg.num_layers)]
     self.final_norm = layers.LayerNorm(cfg.layer_norm_epsilon, cfg.dtype)
     self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.run_hook = layers.RunHook()  # Hooks may build modules (dropout).
 
   def encode(self, tokens: Array, mask: Optional[Array] = None, prompt: Optional[Array] = None,
              prompt_positions: Optional[Array] = None, hook: Optional[layers.Hook] = None,
@@ -112,7 +113,7 @@ class GPT2(nn.Module):
     x = nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
     for i in range(cfg.num_layers + 1):
       if hook is not None and i == hook_layer:
-        x, mask = hook(x, mask)
+        x, mask = self.run_hook(hook, x, mask)
       if i == cfg.num_layers:
         break
       bias = layers.causal_bias(x.shape[1]) + layers.key_mask_bias(mask)

@@ -178,6 +178,20 @@ class TransformerLayer(nn.Module):
     return nn.with_logical_constraint(x, ('batch', 'length', 'embed'))
 
 
+class RunHook(nn.Module):
+  """Calls a `Hook` inside a compact scope.
+
+  The encoder and GPT-2 define their submodules in `setup`, where a hook
+  could not create modules of its own; run through this, a hook may (late
+  prompt tuning's dropout draws from the 'dropout' stream this way). It holds
+  no parameters.
+  """
+
+  @nn.compact
+  def __call__(self, hook: Hook, hidden: Array, mask: Array) -> Tuple[Array, Array]:
+    return hook(hidden, mask)
+
+
 def key_mask_bias(mask: Array) -> Array:
   """Validity [batch, length] bool -> additive attention bias [batch, 1, 1, length]."""
   return jnp.where(mask[:, None, None, :], 0.0, NEG_INF)

@@ -110,8 +110,11 @@ def _import_families():
   import prompt_recycling.recycling  # pylint: disable=g-import-not-at-top,unused-import
 
 
-def fit_tables(recycler: Recycler, source, target, ids, rng) -> Params:
+def fit_tables(recycler: Recycler, source, target, ids, rng, target_ids=None) -> Params:
   """Fits `recycler` on rows `ids` of two full, row-aligned embedding tables.
+
+  Models of different vocabularies pair source row `ids[j]` with target row
+  `target_ids[j]` (the same anchor word: `vocab.select_pairs`).
 
   A recycler whose `fit` takes `target_table` (`relative`: the authors rescale
   to the whole target table's mean and std) also gets the full target table.
@@ -122,6 +125,7 @@ def fit_tables(recycler: Recycler, source, target, ids, rng) -> Params:
     target: [vocab, target_embed], the whole target table.
     ids: [num_tokens] the fit rows (`vocab.select`).
     rng: the fit key.
+    target_ids: [num_tokens] the target's rows of the same tokens; default `ids`.
 
   Returns:
     The fitted params.
@@ -130,7 +134,8 @@ def fit_tables(recycler: Recycler, source, target, ids, rng) -> Params:
   if 'target_table' in inspect.signature(recycler.fit).parameters:
     kwargs['target_table'] = target
   ids = np.asarray(ids)
-  return recycler.fit(np.asarray(source)[ids], np.asarray(target)[ids], rng, **kwargs)
+  target_ids = ids if target_ids is None else np.asarray(target_ids)
+  return recycler.fit(np.asarray(source)[ids], np.asarray(target)[target_ids], rng, **kwargs)
 
 
 # ----------------------------------------------------------------------------

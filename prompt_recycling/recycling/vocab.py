@@ -164,6 +164,29 @@ def single_token_anchors(
   return kept, np.array(ids, dtype=np.int64).T
 
 
+def anchor_ids(words: Sequence[str], encoders: Sequence[Callable[[str], Sequence[int]]],
+               unk_ids: Sequence[Optional[int]]) -> np.ndarray:
+  """Row pairs of models with different vocabularies, through anchor words.
+
+  `single_token_anchors` over every model at once (two, or three and more for
+  multi-source), then each token at most once per model: a word whose id in
+  some model an earlier word already took is dropped, so the fit sees every
+  row of every table once.
+
+  Returns:
+    [num_models, num_anchors] int64: column j is the same word's row in each model.
+  """
+  _, ids = single_token_anchors(words, encoders, unk_ids)
+  seen = [set() for _ in range(ids.shape[0])]
+  keep = []
+  for j in range(ids.shape[1]):
+    if all(ids[m, j] not in seen[m] for m in range(ids.shape[0])):
+      keep.append(j)
+      for m in range(ids.shape[0]):
+        seen[m].add(ids[m, j])
+  return ids[:, keep]
+
+
 def first_n(n: int, offset: int = 0, vocab_size: Optional[int] = None) -> np.ndarray:
   """Ids `offset, ..., offset + n - 1`.
 
@@ -260,6 +283,48 @@ def select(spec: str, vocab_size: int, tokenizer=None) -> np.ndarray:
     return ids
   raise ValueError(f"Vocabulary spec {spec!r} is not 'filtered:PATH.json@OFFSET:NUM', "
                    "'words:PATH', 'all', 'first:N[@OFFSET]' or a .json file.")
+
+
+def select_pairs(spec: str, tokenizers: Sequence, vocab_sizes: Sequence[int],
+                 names: Sequence[str]) -> np.ndarray:
+  """The rows that pair models of different tokenizers: [num_models, num_anchors] int64.
+
+  Rows are paired through anchor words (`anchor_ids`), the only way two
+  vocabularies line up by meaning: 'words:PATH' (a word list, e.g.
+  OptiPrompt's `common_vocab_cased_be_ro_al.txt`) or 'words:pieces' (the
+  words every tokenizer has as one word-initial piece, markers stripped:
+  `family_tokenizers.whole_words`). Specs of raw ids ('all', 'first:',
+  'filtered:', a .json, 'string:') name rows of one vocabulary and are refused.
+
+  Args:
+    spec: 'words:PATH' or 'words:pieces'.
+    tokenizers: one per model (`family_tokenizers.load_any`): sources, then target.
+    vocab_sizes: rows of each model's embedding table.
+    names: each model's path, for messages.
+  """
+  from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
+  match = _WORDS.match(spec)
+  if not match:
+    raise ValueError(
+        f'Vocabulary spec {spec!r} names token ids of one vocabulary, but the models '
+        f'{", ".join(names)} have different tokenizers (tables of {list(vocab_sizes)} rows); '
+        "pair their rows through anchor words: --vocabulary=words:PATH (a word list) or "
+        'words:pieces (the words all tokenizers share).')
+  if match.group(1) == 'pieces':
+    common = None
+    for tokenizer in tokenizers:
+      words = set(family_tokenizers.whole_words(tokenizer))
+      common = words if common is None else common & words
+    words = [w for w in family_tokenizers.whole_words(tokenizers[0]) if w in common]
+  else:
+    words = read_word_list(match.group(1))
+  # single_token_anchors encodes ' ' + word; word_ids_fn puts the space back itself.
+  encoders = [lambda text, ids_of=family_tokenizers.word_ids_fn(t): ids_of(text[1:])
+              for t in tokenizers]
+  ids = anchor_ids(words, encoders, [family_tokenizers.unk_id(t) for t in tokenizers])
+  for row, size, name in zip(ids, vocab_sizes, names):
+    check_ids(row, size, source=f'{spec} anchors of {name}')
+  return ids
 
 
 def check_ids(ids, vocab_size: int, source: str = 'vocabulary ids',
