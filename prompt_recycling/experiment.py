@@ -37,9 +37,9 @@ import tqdm
 from prompt_recycling import checkpoints
 from prompt_recycling import data
 from prompt_recycling import evaluation
+from prompt_recycling import family_checkpoints
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
-from prompt_recycling import recycle as recycle_lib
 from prompt_recycling import results as results_lib
 from prompt_recycling import trainer
 from prompt_recycling.models import family as families
@@ -191,7 +191,7 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
     for source_spec in sources:
       if source_spec['name'] == target_spec['name']:
         continue
-      source_emb = recycle_lib.load_token_embedding(source_spec['path'])
+      source_emb = family_checkpoints.load_token_embedding(source_spec['path'])
       cross = bool(source_spec.get('tokenizer') or target_spec.get('tokenizer'))
       for display, spec in recyclers.items():
         spec = dict(spec)

@@ -380,3 +380,11 @@ def load_model(path: str) -> Tuple[Params, Any]:
     return params, families.CausalLM(config, eos_id=hf_config.get('eos_token_id', 50256))
   mask_id, eos_id = _SPECIAL_IDS[family(hf_config)]
   return params, families.MaskedLM(config, mask_id=mask_id, eos_id=eos_id)
+
+
+def load_token_embedding(path: str) -> np.ndarray:
+  """The token table [vocab, embed] float32 of a T5 checkpoint or a HF directory of any family."""
+  if is_family_dir(path):
+    params, _ = load_hf(path, only=['token_embedder/embedding'])
+    return np.asarray(params['token_embedder']['embedding'], np.float32)
+  return checkpoints.load_token_embedding(path)

@@ -170,10 +170,10 @@ def recycle(source_models: Union[str, Sequence[str]], target_model: str,
                        f'tokenizer: got {len(source_tokenizers)} --source_tokenizer for '
                        f'{len(source_models)} --source_model, and --target_tokenizer='
                        f'{target_tokenizer}.')
-  target = load_token_embedding(target_model)
+  target = family_checkpoints.load_token_embedding(target_model)
   spec = vocab.resolve('words:pieces' if cross and vocabulary == 'auto' else vocabulary, recycler)
   rec = base.get_recycler(recycler, **(recycler_args or {}))
-  sources = [load_token_embedding(m) for m in source_models]
+  sources = [family_checkpoints.load_token_embedding(m) for m in source_models]
   if cross:
     from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
     pairs = vocab.select_pairs(
@@ -234,14 +234,6 @@ def recycle(source_models: Union[str, Sequence[str]], target_model: str,
     result['dev_selected'] = {'zero_shot': False, 'output_path': dev.get('output_path'),
                               **{k: v for k, v in chosen.items() if k != 'index'}}
   return result
-
-
-def load_token_embedding(path: str) -> np.ndarray:
-  """The token table [vocab, embed] float32 of a T5 checkpoint or a HF directory of any family."""
-  if family_checkpoints.is_family_dir(path):
-    params, _ = family_checkpoints.load_hf(path, only=['token_embedder/embedding'])
-    return np.asarray(params['token_embedder']['embedding'], np.float32)
-  return checkpoints.load_token_embedding(path)
 
 
 def _target_evaluator(target_model: str, dev: Mapping[str, Any]) -> Callable[[np.ndarray], float]:
