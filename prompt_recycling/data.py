@@ -15,7 +15,8 @@ tasks, so the core runs without it.
 
 Multi-host. Training: each process reads its own shard of the stream and
 yields its rows of every global batch. Evaluation and inference: every process
-reads the whole split (`seqio_examples(..., per_host=False)`), builds the same
+reads the whole split (`seqio_examples(..., per_host=False)`; evaluation untrimmed, at the
+lengths of its longest example, `evaluation.eval_lengths`), builds the same
 global batches and feeds its contiguous rows (`host_rows`); the replicated
 outputs then line up with the same examples on every process, and every
 process runs the same number of steps (no shards of unequal length to hang on).

@@ -59,6 +59,7 @@ def _base_width_run(prompt_file):
                      'gin_configs/prompts/from_file.gin'],
                     [f"PROMPT_FILE = '{prompt_file}'",
                      't5.T5Config.num_encoder_layers = 1', 't5.T5Config.num_decoder_layers = 1',
+                     "t5.T5Config.dtype = 'float32'",  # bfloat16 matmuls are slow on CPUs.
                      'released_prompt_run.model_config = %MODEL_CONFIG',
                      'released_prompt_run.prompt_method = %PROMPT_METHOD'])
     return _run()  # pylint: disable=no-value-for-parameter
