@@ -242,9 +242,10 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
 
   The examples are read once, the whole split on every process, untrimmed;
   each call predicts them all with the current prompt, at lengths that cut
-  none of them (`eval_lengths`: `feature_lengths` is what training cuts to
-  and only serves to log how many are longer; `max_lengths` caps them, also
-  with a log line). `max_examples` evaluates on a fixed random subset of the
+  none of them (`eval_lengths`; for a mixture one length over all its tasks,
+  as SeqIO's evaluator: `feature_lengths` is what training cuts to and only
+  serves to log how many are longer; `max_lengths` caps them, also with a log
+  line). `max_examples` evaluates on a fixed random subset of the
   split (`data.sample`, seed 0), never on its first rows. Label words default
   to the task's verbalizers (`tasks.label_words`).
 
@@ -259,10 +260,17 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   import tasks  # pylint: disable=g-import-not-at-top
   from tasks import metrics as task_metrics  # pylint: disable=g-import-not-at-top
   task = data.get_task(task_name)
+  members = task.tasks if isinstance(task, seqio.Mixture) else [task]
+  examples = {sub.name: _read_examples(sub.name, split, max_examples) for sub in members}
+  # One length for all of a mixture's tasks, as SeqIO's evaluator measures them (and one
+  # compiled shape instead of one per task).
+  lengths = eval_lengths([ex for exs in examples.values() for ex in exs], feature_lengths,
+                         f'{task_name} {split!r}',
+                         min_targets=tasks.registry.target_length(task_name),
+                         max_lengths=max_lengths)
   if not isinstance(task, seqio.Mixture):
-    return _single_task_evaluator(task, split=split, feature_lengths=feature_lengths, mode=mode,
-                                  batch_size=batch_size, max_examples=max_examples,
-                                  label_words=label_words, max_lengths=max_lengths)
+    return _single_task_evaluator(task, examples[task.name], lengths=lengths, mode=mode,
+                                  batch_size=batch_size, label_words=label_words)
   evaluators = {}
   for sub in task.tasks:
     sub_mode = mode
@@ -270,8 +278,8 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
       logging.warning('%s has no label words to rank (a generative task): decoding it.', sub.name)
       sub_mode = 'decode'
     evaluators[sub.name] = _single_task_evaluator(
-        sub, split=split, feature_lengths=feature_lengths, mode=sub_mode, batch_size=batch_size,
-        max_examples=max_examples, label_words=label_words, max_lengths=max_lengths)
+        sub, examples[sub.name], lengths=lengths, mode=sub_mode, batch_size=batch_size,
+        label_words=label_words)
 
   def evaluate_fn(steps, params, frozen, step):
     results = {name: fn(steps, params, frozen, step) for name, fn in evaluators.items()}
@@ -279,20 +287,20 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   return evaluate_fn
 
 
-def _single_task_evaluator(task, *, split: str, feature_lengths: Mapping[str, int], mode: str,
-                           batch_size: int, max_examples: Optional[int],
-                           label_words: Optional[Sequence[str]],
-                           max_lengths: Optional[Mapping[str, int]] = None
-                           ) -> Callable[..., Dict[str, float]]:
-  """`task_evaluator` for one `seqio.Task`."""
-  import tasks  # pylint: disable=g-import-not-at-top
-  examples = data.sample(data.seqio_examples(task.name, split, None, shuffle=False,
+def _read_examples(task_name: str, split: str, max_examples: Optional[int]) -> List[Example]:
+  """A task's `split`, untrimmed, the same on every process (`max_examples`: a seeded subset)."""
+  examples = data.sample(data.seqio_examples(task_name, split, None, shuffle=False,
                                              per_host=False), max_examples)
   if not examples:
-    raise ValueError(f'Task {task.name!r} has no {split!r} examples.')
-  feature_lengths = eval_lengths(examples, feature_lengths, f'{task.name} {split!r}',
-                                 min_targets=tasks.registry.target_length(task.name),
-                                 max_lengths=max_lengths)
+    raise ValueError(f'Task {task_name!r} has no {split!r} examples.')
+  return examples
+
+
+def _single_task_evaluator(task, examples: Sequence[Example], *, lengths: Mapping[str, int],
+                           mode: str, batch_size: int, label_words: Optional[Sequence[str]]
+                           ) -> Callable[..., Dict[str, float]]:
+  """`task_evaluator` for one `seqio.Task`, on its `examples` at `lengths`."""
+  import tasks  # pylint: disable=g-import-not-at-top
   vocab = task.output_features['targets'].vocabulary
   candidates_feature = tasks.registry.candidates_feature(task.name)
   if mode in RANK_MODES and label_words is None and candidates_feature is None:
@@ -302,7 +310,7 @@ def _single_task_evaluator(task, *, split: str, feature_lengths: Mapping[str, in
   def evaluate_fn(steps, params, frozen, step):
     del step
     return evaluate(steps, params, frozen, examples, mode=mode, batch_size=batch_size,
-                    feature_lengths=feature_lengths, decode=lambda ids: vocab.decode(list(ids)),
+                    feature_lengths=lengths, decode=lambda ids: vocab.decode(list(ids)),
                     metric_fns=fns, postprocess=task.postprocess_fn, label_words=label_words,
                     encode=lambda text: list(vocab.encode(text)) + [1],
                     candidates_feature=None if label_words else candidates_feature,
