@@ -15,12 +15,14 @@ tasks, so the core runs without it.
 
 Multi-host. Training: each process reads its own shard of the stream and
 yields its rows of every global batch. Evaluation and inference: every process
-reads the whole split (`seqio_examples(..., per_host=False)`), builds the same
+reads the whole split (`seqio_examples(..., per_host=False)`; evaluation untrimmed, at the
+lengths of its longest example, `evaluation.eval_lengths`), builds the same
 global batches and feeds its contiguous rows (`host_rows`); the replicated
 outputs then line up with the same examples on every process, and every
 process runs the same number of steps (no shards of unequal length to hang on).
 """
 import itertools
+import logging
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import jax
@@ -150,7 +152,29 @@ def get_task(name: str):
                      f'Run `python -m tasks.show_tasks` to list all {len(known)}.') from None
 
 
-def seqio_examples(task_name: str, split: str, feature_lengths: Mapping[str, int], *,
+def task_feature_lengths(task_name: str, feature_lengths: Mapping[str, int]) -> Dict[str, int]:
+  """TASK_FEATURE_LENGTHS for training on a task, raised where its answers need more.
+
+  A task whose answers run longer than the stock target length declares how
+  many tokens they need (`tasks.registry.target_length`: ReCoRD's entity
+  names); 'targets' is raised to that, with a log line, so no answer is cut.
+  """
+  import tasks  # pylint: disable=g-import-not-at-top
+  lengths = dict(feature_lengths)
+  needed = tasks.registry.target_length(task_name)
+  if needed and lengths['targets'] < needed:
+    logging.warning("%s: TASK_FEATURE_LENGTHS['targets']=%d would cut its answers (up to %d "
+                    'tokens with EOS): using %d.', task_name, lengths['targets'], needed, needed)
+    lengths['targets'] = needed
+  return lengths
+
+
+def longest(examples: Sequence[Example]) -> Dict[str, int]:
+  """{'inputs': L, 'targets': T}: the longest of each among `examples`, in tokens."""
+  return {k: max(len(ex[k]) for ex in examples) for k in ('inputs', 'targets')}
+
+
+def seqio_examples(task_name: str, split: str, feature_lengths: Optional[Mapping[str, int]], *,
                    shuffle: bool, seed: Optional[int] = None, repeat: bool = False,
                    skip: int = 0, per_host: bool = True) -> Iterator[Dict[str, Any]]:
   """Tokenized examples of a SeqIO task, as numpy dicts.
@@ -158,7 +182,8 @@ def seqio_examples(task_name: str, split: str, feature_lengths: Mapping[str, int
   Args:
     task_name: a registered task or mixture.
     split: e.g. 'train', 'validation'.
-    feature_lengths: {'inputs': L, 'targets': T}; longer sequences are trimmed.
+    feature_lengths: {'inputs': L, 'targets': T}; longer sequences are
+      trimmed. None: nothing is trimmed (evaluation, `longest`).
     shuffle, seed: SeqIO's deterministic shuffling.
     repeat: loop over the data forever (training).
     skip: examples of this host's stream to skip (resuming at a data position).
@@ -170,7 +195,8 @@ def seqio_examples(task_name: str, split: str, feature_lengths: Mapping[str, int
   shard = None
   if per_host:
     shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
-  ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=shuffle, seed=seed,
+  lengths = None if feature_lengths is None else dict(feature_lengths)
+  ds = task.get_dataset(lengths, split=split, shuffle=shuffle, seed=seed,
                         shard_info=shard, num_epochs=None if repeat else 1, use_cached=False)
   if skip:
     ds = ds.skip(skip)

@@ -126,6 +126,51 @@ def greedy_predict(steps, params, frozen, examples: Sequence[Example], *, batch_
 RANK_MODES = ('rank', 'rank_normalized')
 
 
+def eval_lengths(examples: Sequence[Example], configured: Mapping[str, int], what: str, *,
+                 min_targets: Optional[int] = None,
+                 max_lengths: Optional[Mapping[str, int]] = None) -> Dict[str, int]:
+  """Input and target lengths that cut no example: the longest of `examples`.
+
+  As t5x evaluates (`infer_eval` and `eval.gin` leave `task_feature_lengths`
+  None, so SeqIO's evaluator measures the longest of each feature): inputs
+  are never truncated, and greedy decoding runs up to the longest gold target
+  (or `min_targets`, the task's declared answer length, if more), so no gold
+  target is cut. `configured` (TASK_FEATURE_LENGTHS, which training cuts to)
+  only serves to say, in one log line per feature, how many examples exceed it.
+  `max_lengths` is an explicit cap (memory: IMDB reviews run to thousands of
+  tokens): examples longer than it are cut, with a warning that says how many.
+
+  Args:
+    examples: the untrimmed examples to be evaluated (`inputs`, `targets`).
+    configured: {'inputs': L, 'targets': T} as configured.
+    what: names the examples in the log lines ('glue_sst2_v2 validation').
+    min_targets: the task's `tasks.registry.target_length`, if any.
+    max_lengths: optional {'inputs': L, 'targets': T} caps (None: no cap).
+
+  Returns:
+    {'inputs': longest input, 'targets': max(longest target, min_targets)},
+    each no more than its cap in `max_lengths`.
+  """
+  found = data.longest(examples)
+  lengths = dict(found, targets=max(found['targets'], min_targets or 0))
+  for key, longest in found.items():
+    cap = (max_lengths or {}).get(key)
+    if cap is not None and longest > cap:
+      cut = sum(len(ex[key]) > cap for ex in examples)
+      logging.warning('%s: %d of %d examples have %s longer than the evaluation cap %d tokens '
+                      '(longest %d): they are cut to %d.', what, cut, len(examples), key, cap,
+                      longest, cap)
+      lengths[key] = cap
+    elif longest > configured[key]:
+      over = sum(len(ex[key]) > configured[key] for ex in examples)
+      logging.warning("%s: %d of %d examples have %s longer than TASK_FEATURE_LENGTHS[%r]=%d "
+                      '(longest %d tokens): evaluated uncut, as t5x evaluates.',
+                      what, over, len(examples), key, key, configured[key], longest)
+  logging.info('%s: evaluating %d examples at inputs %d, targets %d tokens (the longest).',
+               what, len(examples), lengths['inputs'], lengths['targets'])
+  return lengths
+
+
 def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
              batch_size: int, feature_lengths: Mapping[str, int],
              decode: Callable[[Sequence[int]], str],
@@ -208,14 +253,19 @@ def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
 
 def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, int], mode: str,
                    batch_size: int, max_examples: Optional[int] = None,
-                   label_words: Optional[Sequence[str]] = None) -> Callable[..., Dict[str, float]]:
+                   label_words: Optional[Sequence[str]] = None,
+                   max_lengths: Optional[Mapping[str, int]] = None
+                   ) -> Callable[..., Dict[str, float]]:
   """`(steps, params, frozen, step) -> metrics` for a registered SeqIO task or mixture.
 
-  The examples are read once, the whole split on every process; each call
-  predicts them all with the current prompt. `max_examples` evaluates on a
-  fixed random subset of the split (`data.sample`, seed 0), never on its
-  first rows. Label words default to the task's verbalizers
-  (`tasks.label_words`).
+  The examples are read once, the whole split on every process, untrimmed;
+  each call predicts them all with the current prompt, at lengths that cut
+  none of them (`eval_lengths`; for a mixture one length over all its tasks,
+  as SeqIO's evaluator: `feature_lengths` is what training cuts to and only
+  serves to log how many are longer; `max_lengths` caps them, also with a log
+  line). `max_examples` evaluates on a fixed random subset of the
+  split (`data.sample`, seed 0), never on its first rows. Label words default
+  to the task's verbalizers (`tasks.label_words`).
 
   A mixture is evaluated task by task, each with its own label words,
   postprocessor and metrics (and `max_examples` each); the result is
@@ -228,10 +278,17 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   import tasks  # pylint: disable=g-import-not-at-top
   from tasks import metrics as task_metrics  # pylint: disable=g-import-not-at-top
   task = data.get_task(task_name)
+  members = task.tasks if isinstance(task, seqio.Mixture) else [task]
+  examples = {sub.name: _read_examples(sub.name, split, max_examples) for sub in members}
+  # One length for all of a mixture's tasks, as SeqIO's evaluator measures them (and one
+  # compiled shape instead of one per task).
+  lengths = eval_lengths([ex for exs in examples.values() for ex in exs], feature_lengths,
+                         f'{task_name} {split!r}',
+                         min_targets=tasks.registry.target_length(task_name),
+                         max_lengths=max_lengths)
   if not isinstance(task, seqio.Mixture):
-    return _single_task_evaluator(task, split=split, feature_lengths=feature_lengths, mode=mode,
-                                  batch_size=batch_size, max_examples=max_examples,
-                                  label_words=label_words)
+    return _single_task_evaluator(task, examples[task.name], lengths=lengths, mode=mode,
+                                  batch_size=batch_size, label_words=label_words)
   evaluators = {}
   for sub in task.tasks:
     sub_mode = mode
@@ -239,8 +296,8 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
       logging.warning('%s has no label words to rank (a generative task): decoding it.', sub.name)
       sub_mode = 'decode'
     evaluators[sub.name] = _single_task_evaluator(
-        sub, split=split, feature_lengths=feature_lengths, mode=sub_mode, batch_size=batch_size,
-        max_examples=max_examples, label_words=label_words)
+        sub, examples[sub.name], lengths=lengths, mode=sub_mode, batch_size=batch_size,
+        label_words=label_words)
 
   def evaluate_fn(steps, params, frozen, step):
     results = {name: fn(steps, params, frozen, step) for name, fn in evaluators.items()}
@@ -248,15 +305,20 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   return evaluate_fn
 
 
-def _single_task_evaluator(task, *, split: str, feature_lengths: Mapping[str, int], mode: str,
-                           batch_size: int, max_examples: Optional[int],
-                           label_words: Optional[Sequence[str]]) -> Callable[..., Dict[str, float]]:
-  """`task_evaluator` for one `seqio.Task`."""
-  import tasks  # pylint: disable=g-import-not-at-top
-  examples = data.sample(data.seqio_examples(task.name, split, feature_lengths, shuffle=False,
+def _read_examples(task_name: str, split: str, max_examples: Optional[int]) -> List[Example]:
+  """A task's `split`, untrimmed, the same on every process (`max_examples`: a seeded subset)."""
+  examples = data.sample(data.seqio_examples(task_name, split, None, shuffle=False,
                                              per_host=False), max_examples)
   if not examples:
-    raise ValueError(f'Task {task.name!r} has no {split!r} examples.')
+    raise ValueError(f'Task {task_name!r} has no {split!r} examples.')
+  return examples
+
+
+def _single_task_evaluator(task, examples: Sequence[Example], *, lengths: Mapping[str, int],
+                           mode: str, batch_size: int, label_words: Optional[Sequence[str]]
+                           ) -> Callable[..., Dict[str, float]]:
+  """`task_evaluator` for one `seqio.Task`, on its `examples` at `lengths`."""
+  import tasks  # pylint: disable=g-import-not-at-top
   vocab = task.output_features['targets'].vocabulary
   candidates_feature = tasks.registry.candidates_feature(task.name)
   if mode in RANK_MODES and label_words is None and candidates_feature is None:
@@ -266,7 +328,7 @@ def _single_task_evaluator(task, *, split: str, feature_lengths: Mapping[str, in
   def evaluate_fn(steps, params, frozen, step):
     del step
     return evaluate(steps, params, frozen, examples, mode=mode, batch_size=batch_size,
-                    feature_lengths=feature_lengths, decode=lambda ids: vocab.decode(list(ids)),
+                    feature_lengths=lengths, decode=lambda ids: vocab.decode(list(ids)),
                     metric_fns=fns, postprocess=task.postprocess_fn, label_words=label_words,
                     encode=lambda text: list(vocab.encode(text)) + [steps.family.eos_id],
                     candidates_feature=None if label_words else candidates_feature,

@@ -71,7 +71,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
         'train.best_metric = None to keep the prompt of the last step.')
   _warn_on_step_mismatch(initial_checkpoint_path, checkpoint_step)
   data.configure_tasks(vocabulary_path, data_dir)
-  lengths = dict(task_feature_lengths)
+  lengths = data.task_feature_lengths(mixture_or_task_name, task_feature_lengths)
   frozen = load_frozen(initial_checkpoint_path, model_config, seed)
   model = t5.T5(model_config)
   mesh = partitioning.make_mesh(num_partitions)

@@ -16,6 +16,7 @@ LabelWords = Union[None, Sequence[str], Callable[[], Sequence[str]]]
 
 _LABEL_WORDS: Dict[str, LabelWords] = {}  # Our tasks -> their label words.
 _CANDIDATES: Dict[str, str] = {}  # Tasks ranking per-example candidates -> the feature holding them.
+_TARGET_LENGTHS: Dict[str, int] = {}  # Tasks whose targets need more tokens than the stock 8.
 _MIXTURES = set()  # Our mixtures.
 
 
@@ -73,7 +74,8 @@ TOKENIZE = (seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
 
 def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Callable],
              postprocess_fn: Callable, metric_fns: Sequence[Callable],
-             label_words: LabelWords, candidates_feature: Optional[str] = None) -> seqio.Task:
+             label_words: LabelWords, candidates_feature: Optional[str] = None,
+             target_length: Optional[int] = None) -> seqio.Task:
   """Registers a text-to-text task with T5's features and its label words.
 
   Args:
@@ -87,9 +89,15 @@ def add_task(name: str, *, source: seqio.DataSource, preprocessors: Sequence[Cal
     candidates_feature: for a task whose candidates differ by example
       (ReCoRD's entities, DPR's two noun phrases), the example feature that
       lists them: rank classification chooses among those.
+    target_length: for a task whose answers run longer than the stock
+      `TASK_FEATURE_LENGTHS['targets']` (ReCoRD's entity names), the target
+      tokens (EOS included) that no answer exceeds: training and decoding use
+      at least this many (`target_length`).
   """
   if candidates_feature:
     _CANDIDATES[name] = candidates_feature
+  if target_length:
+    _TARGET_LENGTHS[name] = int(target_length)
   if label_words is not None and not callable(label_words):
     label_words = tuple(label_words)
   _LABEL_WORDS[name] = label_words
@@ -164,6 +172,18 @@ def label_words(name: str) -> Optional[List[str]]:
 def _static_label_words(name: str) -> Optional[tuple]:
   words = _LABEL_WORDS.get(name)
   return None if words is None or callable(words) else tuple(words)
+
+
+def target_length(name: str) -> Optional[int]:
+  """The target tokens (EOS included) a task's answers need, where it declares them.
+
+  For a mixture, the most any of its tasks declares. None where no task
+  declares one (its label words or answers fit the stock lengths).
+  """
+  if name in _MIXTURES:
+    lengths = [n for n in (target_length(t.name) for t in get_task(name).tasks) if n]
+    return max(lengths) if lengths else None
+  return _TARGET_LENGTHS.get(name)
 
 
 def candidates_feature(name: str) -> Optional[str]:

@@ -1,5 +1,6 @@
 """The recycling gin configs parse against the functions they configure and name real files."""
 import json
+import re
 import pathlib
 import subprocess
 import sys
@@ -52,3 +53,25 @@ def test_lm100k_experiment_config_binds_the_public_checkpoints():
   assert bound['sources'][0]['path'].startswith('gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base')
   assert bound['targets'][0]['path'].startswith('gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_large')
   assert (REPO / bound['vocabulary_path']).is_file()  # The tasks need no environment variable.
+  # The released sst2.npy evaluates on its taskless format, ranked as the recycling paper.
+  assert (bound['task'], bound['split'], bound['mode']) == ('glue_sst2_v2_taskless', 'test', 'rank')
+
+
+_EVALUATED = sorted([*REPO.glob('gin_configs/recycling/*.gin'), *REPO.glob('gin_configs/runs/*.gin'),
+                     *REPO.glob('gin_configs/models/*_prompt.gin'),
+                     *REPO.glob('gin_configs/models/*_lpt.gin')])
+
+
+@pytest.mark.parametrize('path', _EVALUATED, ids=lambda p: f'{p.parent.name}/{p.name}')
+def test_config_header_says_how_the_paper_evaluated(path):
+  """Each run, recycling and model+method file says which evaluation mode its paper used."""
+  header = []
+  for line in path.read_text().splitlines():
+    if not line.startswith('#'):
+      break
+    header.append(line)
+  evaluation = [l for l in header if re.match(r'#\s+Evaluation:', l)]
+  assert len(evaluation) == 1, f'{path}: no "# Evaluation:" line in the header comment'
+  text = ' '.join(header)
+  if 'none' not in evaluation[0]:
+    assert re.search(r"rank|decod|P@1", text), path

@@ -16,7 +16,8 @@ _EXTRA_SEEDS = ("SEED_0_CHECKPOINT = '/ckpt/seed0'", "SEED_2000_CHECKPOINT = '/c
 
 
 @pytest.mark.parametrize('task,gin_file,split', [
-    ('glue_sst2_v2', 'gin_configs/recycling/lester2022_sst2.gin', 'validation'),
+    # The authors' pr:glue_sst2_v200_test_rc: taskless inputs, GLUE validation ('test' here).
+    ('glue_sst2_v2_taskless', 'gin_configs/recycling/lester2022_sst2.gin', 'test'),
     ('imdb_reviews', 'gin_configs/recycling/lester2022_imdb.gin', 'test'),
 ])
 def test_lester2022_grids_bind_four_models_and_the_authors_fit_rows(task, gin_file, split):
@@ -24,6 +25,7 @@ def test_lester2022_grids_bind_four_models_and_the_authors_fit_rows(task, gin_fi
   names = [m['name'] for m in bound['sources']]
   assert names == ['Default', 'Seed 0', 'Seed 2000', 'Large'] and bound['targets'] == bound['sources']
   assert bound['task'] == task and bound['split'] == split
+  assert bound['mode'] == 'rank'  # Summed log-likelihood, as their `*_rc` tasks.
   assert set(bound['recyclers']) == {'v2v-lin', 'v2v-nn', 'lin-comb'}
   from prompt_recycling.recycling import vocab  # pylint: disable=g-import-not-at-top
   ids = vocab.select(bound['vocabulary'], 32128)  # Resolves from the repository root.
