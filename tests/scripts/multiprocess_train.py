@@ -7,8 +7,8 @@ Started by tests/multiprocess_test.py:
 
 `train`: each process (2 CPU devices, gloo collectives) calls `train.train`,
 the function `python -m prompt_recycling.train` runs, on the real SST-2 task:
-it reads its own shard of the training split, shuffles it, and feeds its rows
-of every global batch.
+it reads its own shard of the split it trains on (SPLIT), shuffles it, and
+feeds its rows of every global batch.
 
 `reference`: one process with as many devices as the NUM_HOSTS processes have
 together reads each host's shard through the same `data.seqio_examples`
@@ -96,7 +96,8 @@ def run_reference(out_dir, num_hosts):
     with mock.patch.object(jax, 'process_index', return_value=i), \
          mock.patch.object(jax, 'process_count', return_value=num_hosts):
       per_host.append(data.take(data.seqio_examples('glue_sst2_v2', SPLIT, LENGTHS, shuffle=True,
-                                                     seed=0, repeat=True), STEPS * host_bs))
+                                                     seed=0, repeat=True),  # train's shuffle_seed.
+                                STEPS * host_bs))
   stream = [ex for step in range(STEPS) for host in per_host
             for ex in host[step * host_bs:(step + 1) * host_bs]]
 
