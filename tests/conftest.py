@@ -36,7 +36,8 @@ def pytest_configure(config):
   if _CACHE_ENV not in os.environ:  # Set: an xdist worker of this run, or the user's own cache.
     _created_cache_dir = tempfile.mkdtemp(prefix='prompt_recycling_tests_xla_cache_')
     os.environ[_CACHE_ENV] = _created_cache_dir
-  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  # Programs that compile faster than this cost about as much to write and read back.
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
   if 'jax' in sys.modules:  # Imported early by a plugin: its flags already read the environment.
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_ENV])
