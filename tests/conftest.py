@@ -2,9 +2,18 @@
 
 8 host devices are forced before JAX is imported anywhere, so sharded code is
 exercised on CPU exactly as on an 8-chip slice (see optax's sharding tests).
+
+One JAX persistent compilation cache serves a whole test run (every xdist
+worker and every command a test starts inherit it through the environment):
+many tests train the same tiny model, and on CPU compiling its step costs
+several times more than running it. The cache starts empty for each run and is
+removed after it; a JAX_COMPILATION_CACHE_DIR set by the user is used as is.
 """
 import os
 import pathlib
+import shutil
+import sys
+import tempfile
 
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8')
@@ -12,9 +21,34 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
+_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+_created_cache_dir = None
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
 TESTDATA = pathlib.Path(__file__).resolve().parent / 'testdata'
+
+
+def pytest_configure(config):
+  """Points JAX (here and in every subprocess) at this run's compilation cache."""
+  del config
+  global _created_cache_dir
+  if _CACHE_ENV not in os.environ:  # Set: an xdist worker of this run, or the user's own cache.
+    _created_cache_dir = tempfile.mkdtemp(prefix='prompt_recycling_tests_xla_cache_')
+    os.environ[_CACHE_ENV] = _created_cache_dir
+  # Programs that compile faster than this cost about as much to write and read back.
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
+  if 'jax' in sys.modules:  # Imported early by a plugin: its flags already read the environment.
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_ENV])
+    jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                      float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
+
+
+def pytest_unconfigure(config):
+  del config
+  if _created_cache_dir:  # After the xdist workers, which the creating process outlives.
+    shutil.rmtree(_created_cache_dir, ignore_errors=True)
 
 
 def shared_path(*parts: str) -> pathlib.Path:

@@ -14,21 +14,6 @@ TINY = t5.T5Config(vocab_size=32128, emb_dim=8, num_heads=4, num_encoder_layers=
                    num_decoder_layers=2, head_dim=3, mlp_dim=16)
 
 
-@pytest.fixture
-def compilation_cache(tmp_path):
-  """JAX's persistent compilation cache for this test only: the three runs compile once."""
-  from jax._src import compilation_cache as cache  # pylint: disable=g-import-not-at-top
-  saved = {name: getattr(jax.config, name) for name in (
-      'jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs')}
-  jax.config.update('jax_compilation_cache_dir', str(tmp_path / 'xla_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-  cache.reset_cache()
-  yield
-  for name, value in saved.items():
-    jax.config.update(name, value)
-  cache.reset_cache()
-
-
 class _Killed(Exception):
   """Stands in for a preemption right after a checkpoint is durable."""
 
@@ -45,8 +30,8 @@ def _pretrain(model_dir):
       save_every=2, export_dtype=None, progress=False)
 
 
-def test_killed_and_rerun_across_the_phase_boundary_equals_uninterrupted(
-    tmp_path, monkeypatch, compilation_cache):  # pylint: disable=redefined-outer-name,unused-argument
+def test_killed_and_rerun_across_the_phase_boundary_equals_uninterrupted(tmp_path, monkeypatch):
+  # The three runs compile once: conftest gives the test run one persistent compilation cache.
   killed_at = 4  # The last checkpoint before the boundary; the rerun crosses it.
   full, _ = checkpoints.load_params(_pretrain(tmp_path / 'full'))
 
