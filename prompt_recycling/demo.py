@@ -65,6 +65,9 @@ def models(names, overrides=None):
   found = {}
   for name in names:
     if (overrides or {}).get(name):
+      # Checked before any tuning, not when the model's turn comes (local paths only).
+      if '://' not in overrides[name] and not os.path.exists(overrides[name]):
+        raise FileNotFoundError(f'--model_{name.lower()}={overrides[name]}: no such checkpoint.')
       found[name] = {'path': overrides[name]}
       continue
     if name not in SHIPPED:
