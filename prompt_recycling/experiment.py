@@ -215,13 +215,6 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
   return results
 
 
-def main(argv):
-  del argv
-  run()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
-
-
 if __name__ == '__main__':
-  import gin  # pylint: disable=g-import-not-at-top
   from prompt_recycling import gin_setup  # pylint: disable=g-import-not-at-top
-  run = gin.configurable(run)  # Registered before the gin files are parsed.
-  gin_setup.run(main)
+  gin_setup.run_configurable(run)

@@ -15,7 +15,7 @@ paths, then this repository's root (so `gin_configs/...` works from anywhere).
 """
 import pathlib
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from absl import flags
 import gin
@@ -114,6 +114,16 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
         raise
       raise ValueError(f'{error}: bind them in a gin file or with --gin.NAME=VALUE.') from error
   cli.run(wrapped, argv=_rewrite_gin_args(sys.argv))
+
+
+def run_configurable(fn: Callable[..., Any]) -> None:
+  """Runs `fn` as a program whose keyword arguments all come from gin (`run`).
+
+  `fn` is registered under its own name before the gin files are parsed, so
+  they bind it as `fn.__name__.arg = ...` (e.g. `run.output_dir`).
+  """
+  configurable = gin.configurable(fn)
+  run(lambda argv: configurable())
 
 
 def check_prompt_file_is_used() -> None:

@@ -139,13 +139,6 @@ def write(rows: Sequence[Mapping[str, Any]], out: pathlib.Path) -> None:
                                   + '\n'.join(lines) + '\n')
 
 
-def main(argv):
-  del argv
-  run()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
-
-
 if __name__ == '__main__':
-  import gin  # pylint: disable=g-import-not-at-top
   from prompt_recycling import gin_setup  # pylint: disable=g-import-not-at-top
-  run = gin.configurable(run)  # Registered before the gin files are parsed.
-  gin_setup.run(main)
+  gin_setup.run_configurable(run)

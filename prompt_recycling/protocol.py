@@ -119,13 +119,6 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
       vocabulary=vocabulary, retuned_prompt_files=retuned, progress=progress)
 
 
-def main(argv):
-  del argv
-  run()  # pylint: disable=missing-kwoa  (gin supplies the arguments)
-
-
 if __name__ == '__main__':
-  import gin  # pylint: disable=g-import-not-at-top
   from prompt_recycling import gin_setup  # pylint: disable=g-import-not-at-top
-  run = gin.configurable(run)  # Registered before the gin files are parsed.
-  gin_setup.run(main)
+  gin_setup.run_configurable(run)

@@ -76,6 +76,20 @@ def tiny_t5x_checkpoint() -> pathlib.Path:
   return shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')
 
 
+@pytest.fixture(scope='session')
+def tiny_prompted():
+  """(steps, params, frozen): the real tiny checkpoint with a fixed 3-token prompt (scale 5)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import checkpoints, partitioning, prompts, trainer  # pylint: disable=g-import-not-at-top
+  from prompt_recycling.models import t5  # pylint: disable=g-import-not-at-top
+  params, config = checkpoints.load_params(str(shared_path('t5', 'test_t5_1_1_tiny',
+                                                           'checkpoint_3')))
+  steps = trainer.Steps(t5.T5(config), prompts.prompt_tuning(3), None, partitioning.make_mesh(1))
+  frozen = steps.put_frozen(params)
+  prompt = np.random.default_rng(0).normal(size=(3, config.emb_dim)).astype(np.float32) * 5
+  return steps, trainer.put_on_mesh({'prompt': prompt}, steps.params_shardings), frozen
+
+
 @pytest.fixture
 def sentencepiece_model() -> pathlib.Path:
   return shared_path('t5', 'sentencepiece.model')

@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from prompt_recycling import checkpoints
 from prompt_recycling import data
 from prompt_recycling import evaluation
-from prompt_recycling import partitioning
-from prompt_recycling import prompts
-from prompt_recycling import trainer
-from prompt_recycling.models import t5
 
 pytest.importorskip('seqio')
 import tasks  # pylint: disable=g-import-not-at-top
@@ -36,13 +31,9 @@ def local_tasks():
 
 
 @pytest.fixture(scope='module')
-def tiny(local_tasks):
-  params, config = checkpoints.load_params(str(shared_path('t5', 'test_t5_1_1_tiny',
-                                                           'checkpoint_3')))
-  steps = trainer.Steps(t5.T5(config), prompts.prompt_tuning(3), None, partitioning.make_mesh(1))
-  frozen = steps.put_frozen(params)
-  prompt = np.random.default_rng(0).normal(size=(3, config.emb_dim)).astype(np.float32) * 5
-  return steps, trainer.put_on_mesh({'prompt': prompt}, steps.params_shardings), frozen
+def tiny(local_tasks, tiny_prompted):
+  del local_tasks  # The tasks read the local files while these tests run.
+  return tiny_prompted
 
 
 @pytest.fixture(scope='module')

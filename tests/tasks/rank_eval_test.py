@@ -1,28 +1,17 @@
 """Rank classification in `prompt_recycling.evaluation`: per-example candidates, length normalisation."""
-import jax
 import numpy as np
 import pytest
 
-from conftest import shared_path
-from prompt_recycling import checkpoints
 from prompt_recycling import evaluation
 from prompt_recycling import partitioning
-from prompt_recycling import prompts
-from prompt_recycling import trainer
-from prompt_recycling.models import t5
 from tasks import metrics as metrics_lib
 
 LENGTHS = {'inputs': 16, 'targets': 2}  # Shorter than most candidates: they must not be cut.
 
 
 @pytest.fixture(scope='module')
-def tiny(t5_vocab):
-  params, config = checkpoints.load_params(str(shared_path('t5', 'test_t5_1_1_tiny',
-                                                           'checkpoint_3')))
-  steps = trainer.Steps(t5.T5(config), prompts.prompt_tuning(3), None, partitioning.make_mesh(1))
-  frozen = steps.put_frozen(params)
-  prompt = np.random.default_rng(0).normal(size=(3, config.emb_dim)).astype(np.float32) * 5
-  return steps, trainer.put_on_mesh({'prompt': prompt}, steps.params_shardings), frozen
+def tiny(tiny_prompted):
+  return tiny_prompted
 
 
 def _one_by_one(tiny, inputs, target, inputs_length=LENGTHS['inputs']):
