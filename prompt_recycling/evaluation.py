@@ -27,24 +27,44 @@ Example = Mapping[str, Any]
 
 
 def _global_batches(examples: Sequence[Example], batch_size: int, lengths: Mapping[str, int],
-                    steps):
+                    steps, convert: Optional[Callable[..., Dict[str, np.ndarray]]] = None):
   """(this process's rows as a global array, [batch_size] valid mask of the global batch).
 
-  The model family's feature conversion (`steps.family.to_batch`) builds the
-  batches. The last batch is padded with empty rows; all processes see the
-  same examples, so they run the same number of steps.
+  The model family's feature conversion (`steps.family.to_batch`, or
+  `convert`) builds the batches. The last batch is padded with empty rows; all
+  processes see the same examples, so they run the same number of steps.
   """
   data.host_batch_size(batch_size)  # Fails early when the rows do not split over processes.
   for batch in data.batches(examples, batch_size, lengths, pad_last=True,
-                            convert=steps.family.to_batch):
+                            convert=convert or steps.family.to_batch):
     valid = batch.pop('valid')
     yield partitioning.shard_batch(data.host_rows(batch), steps.mesh), valid
+
+
+def _by_length(items: Sequence[Example], batch_size: int, max_inputs: int):
+  """(indices of a batch of `items`, its inputs length), shortest inputs first.
+
+  Scores do not depend on padding, so rows are sorted by input length and each
+  batch is padded to a power-of-two bucket of its longest row (at most
+  `max_inputs`): SST-2's sentences fill a quarter of 64 tokens on average.
+  """
+  order = sorted(range(len(items)), key=lambda i: len(items[i]['inputs']))
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    longest = max(len(items[i]['inputs']) for i in rows)
+    yield rows, min(max_inputs, _bucket(longest))
 
 
 def rank_scores(steps, params, frozen, examples: Sequence[Example],
                 candidates: Sequence[Sequence[Sequence[int]]], *, batch_size: int,
                 feature_lengths: Mapping[str, int]) -> List[np.ndarray]:
   """Log-likelihood of every candidate target of every example.
+
+  Where every example has the same candidates (a task's label words) and the
+  family can decode several targets from one encoding (T5,
+  `Steps.scores_candidates_together`), each batch holds `batch_size` examples,
+  encoded once and decoded once per candidate; otherwise each (example,
+  candidate) pair is a row of its own. The scores are the same either way.
 
   Args:
     steps: `trainer.Steps`.
@@ -61,26 +81,51 @@ def rank_scores(steps, params, frozen, examples: Sequence[Example],
     [num_examples] arrays of [num_candidates of the example] float32, the
     summed log-likelihood of each candidate's tokens.
   """
+  if candidates and candidates[0] and steps.scores_candidates_together and all(
+      c == candidates[0] for c in candidates):
+    return list(_shared_candidate_scores(steps, params, frozen, examples, candidates[0],
+                                         batch_size, feature_lengths['inputs']))
   pairs = [{'inputs': ex['inputs'], 'targets': cand}
            for ex, cands in zip(examples, candidates) for cand in cands]
   if not pairs:
     return [np.zeros((0,), np.float32) for _ in candidates]
-  # Scores do not depend on padding, so rows are sorted by input length and
-  # each batch is padded to a power-of-two bucket of its longest row (at most
-  # the configured length): SST-2's sentences fill a quarter of 64 tokens on
-  # average. The targets are as long as the longest candidate, never cut.
   targets_length = max(len(p['targets']) for p in pairs)
-  order = sorted(range(len(pairs)), key=lambda i: len(pairs[i]['inputs']))
   flat = np.zeros(len(pairs), np.float32)
-  for start in range(0, len(order), batch_size):
-    rows = order[start:start + batch_size]
-    longest = max(len(pairs[i]['inputs']) for i in rows)
-    lengths = {'inputs': min(feature_lengths['inputs'], _bucket(longest)),
-               'targets': targets_length}
+  for rows, inputs_length in _by_length(pairs, batch_size, feature_lengths['inputs']):
+    lengths = {'inputs': inputs_length, 'targets': targets_length}
     for sharded, valid in _global_batches([pairs[i] for i in rows], batch_size, lengths, steps):
       flat[rows] = np.asarray(steps.score(params, frozen, sharded))[valid]
   ends = np.cumsum([len(c) for c in candidates])
   return np.split(flat, ends[:-1])
+
+
+def _shared_candidate_scores(steps, params, frozen, examples: Sequence[Example],
+                             candidates: Sequence[Sequence[int]], batch_size: int,
+                             max_inputs: int) -> np.ndarray:
+  """[num_examples, num_candidates]: each input encoded once, decoded per candidate.
+
+  The decoder features are [batch, candidates, length], the same candidates
+  for every row (`trainer.score_candidates_step`).
+  """
+  family = steps.family
+  targets = family.to_batch([{'inputs': [], 'targets': c} for c in candidates],
+                            {'inputs': 1, 'targets': max(len(c) for c in candidates)})
+  decoder = {k: targets[k] for k in
+             ('decoder_input_tokens', 'decoder_target_tokens', 'decoder_loss_weights')}
+
+  def convert(chunk, lengths):
+    batch = family.to_batch([{'inputs': ex['inputs'], 'targets': []} for ex in chunk],
+                            {'inputs': lengths['inputs'], 'targets': 1})
+    batch.update({k: np.broadcast_to(v, (len(chunk),) + v.shape).copy()
+                  for k, v in decoder.items()})
+    return batch
+
+  scores = np.zeros((len(examples), len(candidates)), np.float32)
+  for rows, inputs_length in _by_length(examples, batch_size, max_inputs):
+    for sharded, valid in _global_batches([examples[i] for i in rows], batch_size,
+                                          {'inputs': inputs_length}, steps, convert):
+      scores[rows] = np.asarray(steps.score_candidates(params, frozen, sharded))[valid]
+  return scores
 
 
 def _bucket(length: int, smallest: int = 16) -> int:

@@ -169,13 +169,33 @@ def eval_step(params: Any, frozen: Any, batch: Batch, *, model: Model,
   return {'cross_ent_sum': xent, 'num_tokens': n}
 
 
+def _summed_log_likelihood(logits: Array, batch: Batch) -> Array:
+  """Sum over the last length axis of the weighted targets' log-probabilities: [...]."""
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  token_ll = jnp.take_along_axis(log_probs, batch['decoder_target_tokens'][..., None], axis=-1)[..., 0]
+  return jnp.sum(token_ll * batch['decoder_loss_weights'], axis=-1)
+
+
 def score_step(params: Any, frozen: Any, batch: Batch, *, model: Model,
                method: prompts.PromptMethod) -> Array:
   """Log-likelihood of each example's target: [batch] float32 (rank classification)."""
   logits = _logits(params, frozen, batch, None, model=model, method=method, enable_dropout=False)
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  token_ll = jnp.take_along_axis(log_probs, batch['decoder_target_tokens'][..., None], axis=-1)[..., 0]
-  return jnp.sum(token_ll * batch['decoder_loss_weights'], axis=-1)
+  return _summed_log_likelihood(logits, batch)
+
+
+def score_candidates_step(params: Any, frozen: Any, batch: Batch, *, model: Model,
+                          method: prompts.PromptMethod) -> Array:
+  """Log-likelihood of each example's candidate targets: [batch, candidates] float32.
+
+  The decoder features are [batch, candidates, length]; the encoder runs once
+  per example (`family.EncoderDecoder.candidate_logits`), not once per
+  candidate as `score_step` on (example, candidate) rows would.
+  """
+  batch_size = batch['encoder_input_tokens'].shape[0]
+  model_params = frozen if method.model_params is None else method.model_params(params, frozen)
+  logits = families.of(model).candidate_logits(model_params, batch,
+                                               method.encoder_args(params, batch_size))
+  return _summed_log_likelihood(logits, batch)
 
 
 def predict_step(params: Any, frozen: Any, batch: Batch, *, model: Model,
@@ -238,6 +258,11 @@ class Steps:
                          in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=repl)
     self._score = jax.jit(functools.partial(score_step, **common),
                           in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=repl)
+    self._score_candidates = None
+    if hasattr(self.family, 'candidate_logits'):
+      self._score_candidates = jax.jit(functools.partial(score_candidates_step, **common),
+                                       in_shardings=(params_sh, frozen_sh, batch_sh),
+                                       out_shardings=repl)
     # max_decode_length goes positionally: jit refuses keyword arguments, even
     # static ones, once in_shardings is given.
     self._predict = jax.jit(lambda p, f, b, n: predict_step(p, f, b, max_decode_length=n, **common),
@@ -286,6 +311,14 @@ class Steps:
 
   def score(self, params: Any, frozen: Any, batch: Batch) -> Array:
     return self._run(self._score, params, frozen, batch)
+
+  @property
+  def scores_candidates_together(self) -> bool:
+    """Whether `score_candidates` exists: the family encodes an input once for all candidates."""
+    return self._score_candidates is not None
+
+  def score_candidates(self, params: Any, frozen: Any, batch: Batch) -> Array:
+    return self._run(self._score_candidates, params, frozen, batch)
 
   def predict(self, params: Any, frozen: Any, batch: Batch, max_decode_length: int) -> Array:
     return self._run(self._predict, params, frozen, batch, max_decode_length)

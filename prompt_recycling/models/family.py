@@ -143,6 +143,23 @@ class EncoderDecoder:
                              batch['decoder_input_tokens'], **args, enable_dropout=enable_dropout,
                              rngs=rngs)
 
+  def candidate_logits(self, params, batch: Batch, args: Dict[str, Any]) -> Array:
+    """Logits [batch, candidates, length, vocab] of every candidate target from one encoding.
+
+    `decoder_input_tokens` is [batch, candidates, length]: each example's input
+    is encoded once and its encoding decoded for each of its candidates (rank
+    classification over label words; `evaluation.rank_scores`).
+    """
+    variables = {'params': params}
+    encoded, mask = self.module.apply(variables, batch['encoder_input_tokens'], **args,
+                                      method=t5.T5.encode)
+    rows, candidates, length = batch['decoder_input_tokens'].shape
+    logits = self.module.apply(variables, jnp.repeat(encoded, candidates, axis=0),
+                               jnp.repeat(mask, candidates, axis=0),
+                               batch['decoder_input_tokens'].reshape(rows * candidates, length),
+                               method=t5.T5.decode)
+    return logits.reshape(rows, candidates, length, -1)
+
   def predict(self, params, batch: Batch, args: Dict[str, Any], max_decode_length: int) -> Array:
     return decoding.greedy_decode(self.module, {'params': params}, batch['encoder_input_tokens'],
                                   max_decode_length, eos_id=self.eos_id, **args)

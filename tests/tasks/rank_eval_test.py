@@ -90,3 +90,29 @@ def test_normalised_ranking_divides_by_length_with_eos(tiny, t5_vocab):
         **metrics_lib.rank_classification_metrics(expected, target_ids),
         **{f'normed_{k}': v for k, v in metrics_lib.rank_classification_metrics(
             np.stack(raw) / lengths, target_ids).items()}}, nan_ok=True)
+
+
+@pytest.mark.parametrize('kind', ['prompt', 'late_prompt'])
+def test_label_words_scored_from_one_encoding_equal_a_row_per_candidate(tiny, kind):
+  # T5 encodes each input once for all label words (`score_candidates`); the
+  # scores must equal scoring every (example, candidate) pair as its own row,
+  # for a prefix prompt and for a late prompt (an encoder hook), including a
+  # partial last batch.
+  import jax  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import lpt, prompts, trainer  # pylint: disable=g-import-not-at-top
+  steps, params, frozen = tiny
+  if kind == 'late_prompt':
+    model = steps.family.module
+    method = lpt.late_prompt_tuning(3, model_config=model.config)
+    steps = trainer.Steps(model, method, None, steps.mesh)
+    params = steps.init_params(jax.random.key(0), frozen)
+  assert steps.scores_candidates_together
+  rng = np.random.default_rng(2)
+  examples = [{'inputs': list(rng.integers(2, 500, n)) + [1]} for n in (5, 30, 12, 3, 20, 7, 1, 25, 9, 14, 2)]
+  candidates = [[[5, 1], [6, 7, 1], [9, 1]]] * len(examples)
+  kwargs = dict(batch_size=8, feature_lengths={'inputs': 32})
+  together = evaluation.rank_scores(steps, params, frozen, examples, candidates, **kwargs)
+  steps._score_candidates = None  # The (example, candidate) rows path.
+  apart = evaluation.rank_scores(steps, params, frozen, examples, candidates, **kwargs)
+  np.testing.assert_allclose(np.stack(together), np.stack(apart), rtol=1e-5, atol=1e-5)
+  assert np.ptp(np.stack(together)) > 0.1  # Real, different scores.
