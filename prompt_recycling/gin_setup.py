@@ -123,7 +123,45 @@ def run_configurable(fn: Callable[..., Any]) -> None:
   they bind it as `fn.__name__.arg = ...` (e.g. `run.output_dir`).
   """
   configurable = gin.configurable(fn)
-  run(lambda argv: configurable())
+
+  def main(argv):
+    del argv
+    unbound = required_left_unbound(configurable)
+    if unbound:
+      raise ValueError(f'Required gin bindings are missing: {", ".join(unbound)}; bind them in a '
+                       'gin file or with --gin.NAME=VALUE.')
+    configurable()
+  run(main)
+
+
+def required_left_unbound(configurable: Callable[..., Any]) -> list:
+  """Where `configurable`'s gin arguments still hold %gin.REQUIRED, nested values included.
+
+  gin itself refuses a REQUIRED argument only at the top level; a macro such as
+  `MODEL_C = %gin.REQUIRED` used inside a dict (`run.models = {'C': {'path':
+  %MODEL_C}}`) would reach the program as gin's sentinel object. Returns
+  descriptions such as "MODEL_C (in run.models['C']['path'])".
+  """
+  name = getattr(configurable, '__name__', 'fn')
+  resolved = gin.get_bindings(configurable)
+  raw = gin.get_bindings(configurable, resolve_references=False)
+  found = []
+
+  def walk(value, source, path):
+    if value is gin.REQUIRED:
+      macro = str(source).lstrip('%') if isinstance(source, gin.config.ConfigurableReference) else None
+      found.append(f'{macro} (in {path})' if macro else path)
+    elif isinstance(value, dict):
+      for k, v in value.items():
+        walk(v, source.get(k) if isinstance(source, dict) else None, f'{path}[{k!r}]')
+    elif isinstance(value, (list, tuple)):
+      for i, v in enumerate(value):
+        inner = source[i] if isinstance(source, (list, tuple)) and i < len(source) else None
+        walk(v, inner, f'{path}[{i}]')
+
+  for arg, value in resolved.items():
+    walk(value, raw.get(arg), f'{name}.{arg}')
+  return found
 
 
 def check_prompt_file_is_used() -> None:

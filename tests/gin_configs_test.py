@@ -75,3 +75,18 @@ def test_config_header_says_how_the_paper_evaluated(path):
   text = ' '.join(header)
   if 'none' not in evaluation[0]:
     assert re.search(r"rank|decod|P@1", text), path
+
+
+def test_a_required_macro_nested_in_a_dict_is_named_not_passed_on(tmp_path):
+  # MODEL_C = %gin.REQUIRED sits inside run.models = {'C': {'path': %MODEL_C}}: gin
+  # would hand the program its sentinel object; the entry point names the macro.
+  result = subprocess.run(
+      [sys.executable, '-m', 'prompt_recycling.protocol',
+       '--gin_file=gin_configs/recycling/protocol_mini.gin', f"--gin.OUTPUT_DIR='{tmp_path}'"],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  error = result.stderr.strip().splitlines()[-1]
+  assert error.startswith('error: Required gin bindings are missing: '
+                          "MODEL_C (in run.models['C']['path'])"), error
+  assert 'Traceback' not in result.stderr
+  assert not any(tmp_path.iterdir())  # Nothing was tuned.
