@@ -32,6 +32,7 @@ SHIPPED = {'A': 'mini_a', 'B': 'mini_b', 'C': 'mini_c'}
 # validation sentences over 2 seeds x 2 inits, 5- and 10-token prompts reach 66-67% where
 # 20 tokens reach 64% and 50 tokens 58% (REPRODUCTION.md); shorter is also cheaper.
 PROMPT_LENGTH = 10
+INITS = ('class_labels', 'sampled_vocab')
 RECYCLERS = ('v2v-lin', 'lin-comb', 'v2v-nn', 'neural-projector', 'relative', 'nearest-neighbor')
 
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'recycling_demo', 'Where runs and results go.')
@@ -47,17 +48,26 @@ _MODEL_B = flags.DEFINE_string('model_b', None, 'Target T5X/HF checkpoint (defau
 _MODEL_C = flags.DEFINE_string('model_c', None, 'Target T5X/HF checkpoint (default: shipped C).')
 
 ABOUT = """\
-What these numbers are: SST-2 validation accuracy (all 872 sentences, rank classification of
-'negative' / 'positive') of 10-token prompts tuned on model A and recycled to the targets without
-any SST-2 data or training on them, next to each target's zero-shot accuracy (no prompt) and a
-prompt tuned directly on it. Intervals are 95%: Student's t over the prompts for a mean, Wilson
-for a success rate (over prompts) or a single accuracy (over the 872 sentences).
+What these numbers are: SST-2 validation accuracy ({sentences}, rank classification of
+'negative' / 'positive') of {prompts} {length}-token prompts tuned on model A for {steps} steps and
+recycled to the targets without any SST-2 data or training on them, next to each target's zero-shot
+accuracy (no prompt) and a prompt tuned directly on it. Intervals are 95%: Student's t over the
+prompts for a mean, Wilson for a success rate (over prompts) or a single accuracy (over the
+sentences).
 What they are not: the papers' numbers. A and B (embed 64, 3+3 layers, seeds 1 and 2) and C
 (embed 96, 4+4 layers, seed 3) are tiny T5 1.1 models this project pretrained on 2 CPU cores
 (span corruption and LM adaptation on Wikipedia, IMDB and SST-2 training text, mixed with IMDB
-review sentiment; SST-2's labels never entered), and the prompts are tuned for 100 steps
-(--train_steps); the papers used T5 1.1 lm100k Base and Large, 100-token prompts and 30k steps.
+review sentiment; SST-2's labels never entered); the papers used T5 1.1 lm100k Base and Large,
+100-token prompts and 30k steps.
 Recipe and losses: prompt_recycling/assets/models/README.md."""
+
+
+def about(num_prompts: int, train_steps: int, eval_examples) -> str:
+  """The closing text, stating the settings this run actually used."""
+  sentences = ('all 872 sentences' if eval_examples is None or eval_examples >= 872 else
+               f'a seeded sample of {eval_examples} of the 872 sentences')
+  return ABOUT.format(sentences=sentences, prompts=num_prompts, length=PROMPT_LENGTH,
+                      steps=train_steps)
 
 
 def models(names, overrides=None):
@@ -130,7 +140,7 @@ def main(argv):
   results = protocol.run(
       models=found, source='A', targets=_TARGETS.value, task='glue_sst2_v2', output_dir=str(out),
       recyclers={name: {'name': name} for name in RECYCLERS},
-      seeds=[int(s) for s in _SEEDS.value], inits=['class_labels', 'sampled_vocab'],
+      seeds=[int(s) for s in _SEEDS.value], inits=list(INITS),
       prompt_length=PROMPT_LENGTH, train_steps=_TRAIN_STEPS.value, batch_size=32,
       # 'negative' / 'positive' are one piece + EOS: 2 target tokens cut nothing; 4 would add
       # two padding positions' vocabulary-wide logits, 21% more FLOPs per train step.
@@ -143,7 +153,7 @@ def main(argv):
   print((out / 'summary.md').read_text())
   print(verdict(rows))
   print()
-  print(ABOUT)
+  print(about(len(INITS) * len(_SEEDS.value), _TRAIN_STEPS.value, _EVAL_EXAMPLES.value))
   print(f'\nPer-prompt rows: {out / "results.csv"}; plot: {out / "summary.png"}; '
         f'log: {out / "log.txt"}')
 

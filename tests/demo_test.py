@@ -27,6 +27,9 @@ def test_demo_runs_the_whole_protocol_quietly(tmp_path, tiny_t5x_checkpoint):
   # The table with intervals, the verdict and what the numbers are not.
   assert '| A -> B | v2v-lin | 2 |' in result.stdout and '[95% CI]' in result.stdout
   assert 'zero-shot' in result.stdout and "What they are not: the papers' numbers" in result.stdout
+  # The closing text states this run's settings, not the defaults.
+  assert ('2 10-token prompts tuned on model A for 2 steps' in result.stdout
+          and 'a seeded sample of 24 of the 872 sentences' in result.stdout), result.stdout[-1500:]
   # Quiet terminal: no INFO lines (orbax, trainer); they are in the run's log instead.
   # (TensorFlow's C++ start-up lines, 'I0000 00:00:...', come before any Python runs.)
   python_info = re.compile(r'^I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\]')
