@@ -81,15 +81,18 @@ def read_relation(lama_dir: str, relation: str, split: str,
 
 
 def examples(facts: Sequence[optiprompt.Fact], family: str, tokenizer: Any,
-             num_vectors: int = optiprompt.NUM_VECTORS) -> List[Example]:
+             num_vectors: int = optiprompt.NUM_VECTORS,
+             template: Optional[str] = None) -> List[Example]:
   """Trainer examples: `inputs` (the query's tokens), `targets` [label], `prompt_positions`.
 
   A masked LM's `to_batch` puts the label at the [MASK]; GPT-2's predicts it
-  after the last input token, the last [V] (`models/family.py`).
+  after the last input token, the last [V] (`models/family.py`). With a
+  manual `template`, no [V] slots (`optiprompt.build_manual_query`).
   """
   out = []
   for fact in facts:
-    query = optiprompt.build_query(fact, family, tokenizer, num_vectors)
+    query = (optiprompt.build_query(fact, family, tokenizer, num_vectors) if template is None
+             else optiprompt.build_manual_query(fact, template, family, tokenizer))
     out.append({'inputs': query.tokens, 'targets': [query.label],
                 'prompt_positions': query.prompt_positions})
   return out
@@ -176,44 +179,57 @@ def _scale_by_adam_uncorrected(b1: float, b2: float, eps: float) -> optax.Gradie
   return optax.GradientTransformation(init, update)
 
 
-def precision_evaluator(family: Any, method: Any, eval_examples: Sequence[Example],
-                        candidates: np.ndarray, *, batch_size: int, lengths: Mapping[str, int],
-                        num_vectors: int = optiprompt.NUM_VECTORS
-                        ) -> Callable[..., Dict[str, float]]:
-  """`(steps, params, frozen, step) -> {'p@1', 'num_examples'}` on `eval_examples`.
+def correct_fn(family: Any, method: Any) -> Callable[..., jax.Array]:
+  """Jitted `(params, frozen, batch, candidates) -> [batch] bool`: is the top candidate the label?
 
-  P@1 in percent: the argmax of the target position's logits over the
-  `candidates` ids [num_candidates] (the common vocabulary's one-token words,
-  `optiprompt.candidate_ids`) equals the label. Every example is scored; the
-  last batch is padded with rows that are not counted.
+  The target is the one weighted position of each row (the [MASK]; GPT-2's
+  last input token); the argmax ranges over `candidates` [num_candidates]
+  ids only (OptiPrompt's common-vocabulary restriction). Build it once per
+  model and method: each call compiles once per batch shape.
   """
-  cands = jnp.asarray(candidates, jnp.int32)
-  convert = converter(family, num_vectors)
-
-  def correct(params, frozen, batch):
-    """[batch] bool: the top candidate at the weighted (target) position is the label."""
+  def correct(params, frozen, batch, candidates):
     model_params = frozen if method.model_params is None else method.model_params(params, frozen)
     rows = batch['decoder_target_tokens'].shape[0]
     logits = family.logits(model_params, batch, method.encoder_args(params, rows))
     at = jnp.argmax(batch['decoder_loss_weights'], axis=1)  # [batch], one target per row
     target_logits = jnp.take_along_axis(logits, at[:, None, None], axis=1)[:, 0]  # [batch, vocab]
-    best = cands[jnp.argmax(target_logits[:, cands], axis=-1)]
+    best = candidates[jnp.argmax(target_logits[:, candidates], axis=-1)]
     label = jnp.take_along_axis(batch['decoder_target_tokens'], at[:, None], axis=1)[:, 0]
     return best == label
+  return jax.jit(correct)
 
-  correct_fn = jax.jit(correct)
-  batches = list(data.batches(eval_examples, batch_size, lengths, pad_last=True, convert=convert))
+
+def precision(correct: Callable[..., jax.Array], steps: Any, params: Any, frozen: Any,
+              eval_examples: Sequence[Example], candidates: np.ndarray, *, batch_size: int,
+              lengths: Mapping[str, int], num_vectors: int = optiprompt.NUM_VECTORS
+              ) -> Dict[str, float]:
+  """{'p@1' (percent), 'num_examples'} of `eval_examples` under `correct` (`correct_fn`).
+
+  `steps` (`trainer.Steps`) gives the mesh and rules; the last batch is
+  padded with rows that are not counted.
+  """
+  cands = jnp.asarray(candidates, jnp.int32)
+  convert = converter(steps.family, num_vectors)
+  hits = 0
+  with partitioning.axis_rules(steps.mesh, steps.rules):
+    for batch in data.batches(eval_examples, batch_size, lengths, pad_last=True, convert=convert):
+      valid = batch.pop('valid')
+      sharded = partitioning.shard_batch(data.host_rows(batch), steps.mesh)
+      hits += int(np.sum(np.asarray(correct(params, frozen, sharded, cands))[valid]))
+  return {'p@1': 100.0 * hits / len(eval_examples), 'num_examples': len(eval_examples)}
+
+
+def precision_evaluator(family: Any, method: Any, eval_examples: Sequence[Example],
+                        candidates: np.ndarray, *, batch_size: int, lengths: Mapping[str, int],
+                        num_vectors: int = optiprompt.NUM_VECTORS
+                        ) -> Callable[..., Dict[str, float]]:
+  """`(steps, params, frozen, step) -> {'p@1', 'num_examples'}` on `eval_examples` (`precision`)."""
+  correct = correct_fn(family, method)
 
   def evaluate_fn(steps, params, frozen, step):
     del step
-    hits = 0
-    with partitioning.axis_rules(steps.mesh, steps.rules):
-      for batch in batches:
-        valid = batch['valid']
-        sharded = partitioning.shard_batch(
-            data.host_rows({k: v for k, v in batch.items() if k != 'valid'}), steps.mesh)
-        hits += int(np.sum(np.asarray(correct_fn(params, frozen, sharded))[valid]))
-    return {'p@1': 100.0 * hits / len(eval_examples), 'num_examples': len(eval_examples)}
+    return precision(correct, steps, params, frozen, eval_examples, candidates,
+                     batch_size=batch_size, lengths=lengths, num_vectors=num_vectors)
   return evaluate_fn
 
 
@@ -231,8 +247,11 @@ class RelationData(NamedTuple):
 
 def load_relation(lama_dir: str, relation: str, family_name: str, tokenizer: Any,
                   common_vocab: str, splits: Sequence[str],
-                  num_vectors: int = optiprompt.NUM_VECTORS) -> RelationData:
+                  num_vectors: int = optiprompt.NUM_VECTORS,
+                  template: Optional[str] = None) -> RelationData:
   """`relation`'s facts of `splits` as examples for a `family_name` model with `tokenizer`.
+
+  With a manual `template` the examples have no [V] slots (the discrete baseline).
 
   A fact whose object is in the common vocabulary but not one (non-UNK)
   token of this model is dropped (logged): the scripts never rank it.
@@ -248,7 +267,7 @@ def load_relation(lama_dir: str, relation: str, family_name: str, tokenizer: Any
     by_split[split] = []
     for fact in facts:
       try:
-        by_split[split] += examples([fact], family_name, tokenizer, num_vectors)
+        by_split[split] += examples([fact], family_name, tokenizer, num_vectors, template)
       except ValueError:  # The object is not one token of this model.
         continue
     if len(by_split[split]) < len(facts):
