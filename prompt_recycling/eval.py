@@ -90,7 +90,8 @@ def evaluate_optiprompt(*, task_name: str, checkpoint_path: str,
   frozen = steps.put_frozen(frozen)
   params = steps.init_params(jax.random.key(seed), frozen)
   num_vectors = params['prompt'].shape[0]
-  rel = optiprompt_run.load_relation(lama_dir, relation, name, tokenizer, common_vocab, (split,),
+  vocab = optiprompt_run.read_common_vocab(lama_dir, common_vocab)
+  rel = optiprompt_run.load_relation(lama_dir, relation, name, tokenizer, vocab, (split,),
                                      num_vectors)
   evaluate_fn = optiprompt_run.precision_evaluator(
       family, prompt_method, rel.splits[split], rel.candidates, batch_size=batch_size,

@@ -40,6 +40,7 @@ import numpy as np
 from prompt_recycling import checkpoints
 from prompt_recycling import family_checkpoints
 from prompt_recycling import lama_probe
+from prompt_recycling import optiprompt
 from prompt_recycling import optiprompt_run
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
@@ -98,13 +99,19 @@ class _FamilyScorer:
     self.correct_soft = optiprompt_run.correct_fn(self.family, self.soft)
     self.correct_manual = optiprompt_run.correct_fn(self.family, prompts.no_prompt())
     templates = lama_probe.read_templates(str(pathlib.Path(lama_dir) / 'relations.jsonl'))
+    vocab = optiprompt_run.read_common_vocab(lama_dir, common_vocab)
+    candidates = optiprompt.candidate_ids(vocab, tokenizer, name)
     self.soft_data, self.manual_data = {}, {}
     for relation in relations:
       self.soft_data[relation] = optiprompt_run.load_relation(
-          lama_dir, relation, name, tokenizer, common_vocab, (split,), num_vectors)
+          lama_dir, relation, name, tokenizer, vocab, (split,), num_vectors,
+          candidates=candidates)
       self.manual_data[relation] = optiprompt_run.load_relation(
-          lama_dir, relation, name, tokenizer, common_vocab, (split,), 0, templates[relation])
-    self.split, self.batch_size, self.length = split, batch_size, length
+          lama_dir, relation, name, tokenizer, vocab, (split,), 0, templates[relation],
+          candidates)
+    config = self.family.config
+    most = config.max_length() if hasattr(config, 'max_length') else config.max_positions
+    self.split, self.batch_size, self.length = split, batch_size, min(length, most)
     self.num_vectors = num_vectors
 
   def __call__(self, prompt_by_relation=None):
@@ -116,7 +123,9 @@ class _FamilyScorer:
       else:
         correct, vectors = self.correct_soft, self.num_vectors
         params = {'prompt': np.asarray(prompt_by_relation[relation], np.float32)}
-      lengths = {'inputs': max(self.length, rel.lengths['inputs']), 'targets': 1}
+      # Padded to a multiple of 16 (few compiled shapes), within the model's positions.
+      longest = rel.lengths['inputs']
+      lengths = {'inputs': max(longest, min(-(-longest // 16) * 16, self.length)), 'targets': 1}
       result = optiprompt_run.precision(
           correct, self.steps, params, self.frozen, rel.splits[self.split], rel.candidates,
           batch_size=self.batch_size, lengths=lengths, num_vectors=vectors)
@@ -153,7 +162,8 @@ def run(*, models: Mapping[str, str], prompt_dirs: Mapping[str, str],
       ('words:PATH' or 'words:pieces'; 'auto' = 'words:pieces'), unless a
       recycler names its own 'vocabulary'.
     num_vectors: prompt rows (OptiPrompt: 5).
-    batch_size, length: P@1 batches (length: the shortest padded length).
+    batch_size, length: P@1 batches (T5: every batch's length; the other families pad
+      each relation's queries to a multiple of 16, at most `length` unless longer).
     seed: recycler fit key.
 
   Returns:
@@ -171,7 +181,20 @@ def run(*, models: Mapping[str, str], prompt_dirs: Mapping[str, str],
                      for name, path in models.items()}
   files = {name: _prompt_files(d, relations) for name, d in prompt_dirs.items()}
   tables = {name: family_checkpoints.load_token_embedding(path) for name, path in models.items()}
-  scorers, rows, results = {}, [], []
+  scorers, rows, results, loaded_tokenizers, anchor_pairs = {}, [], [], {}, {}
+
+  def pairs_of(spec, names):
+    """[len(names), num_anchors] rows of the anchor words every model in `names` holds."""
+    from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
+    key = (spec, tuple(names))
+    if key not in anchor_pairs:
+      for n in names:
+        if tokenizer_paths[n] not in loaded_tokenizers:
+          loaded_tokenizers[tokenizer_paths[n]] = family_tokenizers.load_any(tokenizer_paths[n])
+      anchor_pairs[key] = vocab.select_pairs(
+          spec, [loaded_tokenizers[tokenizer_paths[n]] for n in names],
+          [tables[n].shape[0] for n in names], [models[n] for n in names])
+    return anchor_pairs[key]
 
   def scorer(target):
     nonlocal t5_tokenizer
@@ -217,11 +240,7 @@ def run(*, models: Mapping[str, str], prompt_dirs: Mapping[str, str],
       rows_spec = vocab.resolve('words:pieces' if cross and rows_spec == 'auto' else rows_spec,
                                 name)
       if cross:
-        from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
-        pairs = vocab.select_pairs(rows_spec,
-                                   [family_tokenizers.load_any(tokenizer_paths[n]) for n in names],
-                                   [tables[n].shape[0] for n in names],
-                                   [models[n] for n in names])
+        pairs = pairs_of(rows_spec, names)
       rec = base.get_recycler(name, **spec)
       fitted = []
       for i, source in enumerate(sources):

@@ -245,22 +245,35 @@ class RelationData(NamedTuple):
   lengths: Dict[str, int]
 
 
+def read_common_vocab(lama_dir: str, common_vocab: str) -> List[str]:
+  """The words of LAMA_DIR/common_vocabs/<common_vocab> (`optiprompt.read_vocab`)."""
+  path = os.path.join(lama_dir, 'common_vocabs', common_vocab)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'Common vocabulary {path} does not exist (LAMA_DIR/common_vocabs/'
+                            '<file>, e.g. common_vocab_cased_be_ro_al.txt).')
+  return optiprompt.read_vocab(path)
+
+
 def load_relation(lama_dir: str, relation: str, family_name: str, tokenizer: Any,
-                  common_vocab: str, splits: Sequence[str],
-                  num_vectors: int = optiprompt.NUM_VECTORS,
-                  template: Optional[str] = None) -> RelationData:
+                  vocab: Sequence[str], splits: Sequence[str],
+                  num_vectors: int = optiprompt.NUM_VECTORS, template: Optional[str] = None,
+                  candidates: Optional[np.ndarray] = None) -> RelationData:
   """`relation`'s facts of `splits` as examples for a `family_name` model with `tokenizer`.
 
-  With a manual `template` the examples have no [V] slots (the discrete baseline).
+  Args:
+    lama_dir, relation: the files (`read_relation`).
+    family_name, tokenizer: the model's ('bert', 'roberta', 'albert', 'gpt2').
+    vocab: the common vocabulary's words (`read_common_vocab`): facts whose
+      object is not among them are dropped, and P@1 ranks its one-token words.
+    splits: e.g. ('train', 'dev').
+    num_vectors: [V] slots.
+    template: a manual template instead of the [V] slots (the discrete baseline).
+    candidates: `optiprompt.candidate_ids(vocab, tokenizer, family_name)`
+      when already computed (it tokenises every word).
 
-  A fact whose object is in the common vocabulary but not one (non-UNK)
-  token of this model is dropped (logged): the scripts never rank it.
+  A fact whose object is in `vocab` but not one (non-UNK) token of this model
+  is dropped (logged): the scripts never rank it.
   """
-  vocab_path = os.path.join(lama_dir, 'common_vocabs', common_vocab)
-  if not os.path.isfile(vocab_path):
-    raise FileNotFoundError(f'Common vocabulary {vocab_path} does not exist (LAMA_DIR/'
-                            'common_vocabs/<file>, e.g. common_vocab_cased_be_ro_al.txt).')
-  vocab = optiprompt.read_vocab(vocab_path)
   by_split = {}
   for split in splits:
     facts = read_relation(lama_dir, relation, split, vocab)
@@ -273,8 +286,9 @@ def load_relation(lama_dir: str, relation: str, family_name: str, tokenizer: Any
     if len(by_split[split]) < len(facts):
       logging.info('%s %s: %d of %d facts have an object that is not one %s token; dropped.',
                    relation, split, len(facts) - len(by_split[split]), len(facts), family_name)
-  return RelationData(optiprompt.candidate_ids(vocab, tokenizer, family_name), by_split,
-                      feature_lengths(*by_split.values()))
+  if candidates is None:
+    candidates = optiprompt.candidate_ids(vocab, tokenizer, family_name)
+  return RelationData(np.asarray(candidates), by_split, feature_lengths(*by_split.values()))
 
 
 def load_model(checkpoint_path: str, tokenizer_path: Optional[str] = None,

@@ -163,8 +163,9 @@ def train_optiprompt(*, model_dir: str, task_name: str, checkpoint_path: str,
   frozen, family, name, tokenizer = optiprompt_run.load_model(checkpoint_path, tokenizer_path,
                                                               dropout=dropout)
   num_vectors = jax.eval_shape(prompt_method.init, jax.random.key(0), frozen)['prompt'].shape[0]
-  rel = optiprompt_run.load_relation(lama_dir, relation, name, tokenizer, common_vocab,
-                                     ('train', 'dev'), num_vectors)
+  vocab = optiprompt_run.read_common_vocab(lama_dir, common_vocab)
+  rel = optiprompt_run.load_relation(lama_dir, relation, name, tokenizer, vocab, ('train', 'dev'),
+                                     num_vectors)
   per_epoch = optiprompt_run.steps_per_epoch(len(rel.splits['train']), batch_size)
   total_steps = train_epochs * per_epoch
   optimizer = optimizer or optiprompt_run.adamw

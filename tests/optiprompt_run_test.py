@@ -147,7 +147,7 @@ class _Reference:
 
 @pytest.fixture(scope='module')
 def roberta_dir(tmp_path_factory):
-  """A 2-layer RoBERTa of width 16 over the real 50,265-id vocabulary, saved as a user would.
+  """A 1-layer RoBERTa of width 16 over the real 50,265-id vocabulary, saved as a user would.
 
   Weights N(0, 1) rather than 0.02, so that logits differ between facts, and
   the MLM bias of 'ĠIslam' raised to the median of its gap below the best
@@ -160,7 +160,7 @@ def roberta_dir(tmp_path_factory):
   out = tmp_path_factory.mktemp('roberta_tiny')
   torch.manual_seed(0)
   config = transformers.RobertaConfig(
-      vocab_size=50265, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+      vocab_size=50265, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
       intermediate_size=32, max_position_embeddings=64, type_vocab_size=1, pad_token_id=1,
       bos_token_id=0, eos_token_id=2, initializer_range=1.0)
   transformers.RobertaForMaskedLM(config).save_pretrained(out)
