@@ -95,9 +95,13 @@ def test_epoch_batches_file_order_padded_last_batch_and_resume():
 # --- End to end ---------------------------------------------------------------
 
 def _facts(split, words):
+  return _facts_of(RELATION, split, words)
+
+
+def _facts_of(relation, split, words):
   """Distinct (subject, object) pairs with the object in `words`, in file order (OptiPrompt)."""
   seen, out = set(), []
-  path = shared_path('lama', 'trex_original', RELATION, f'{split}.jsonl')
+  path = shared_path('lama', 'trex_original', relation, f'{split}.jsonl')
   for line in path.read_text(encoding='utf-8').splitlines():
     row = json.loads(line)
     fact = (row['sub'], row['obj'])
@@ -222,3 +226,43 @@ def test_train_then_eval_through_the_commands_p_at_1_equals_transformers(roberta
   assert 0 < line['p@1'] < 100
   # The prompt is what is scored: without it (the [V] slots left as <unk>) P@1 differs.
   assert ref.precision(_facts('test', ref.words), None)[0] != pytest.approx(test_p1)
+
+
+def test_gpt2_queries_score_as_transformers_next_token(tmp_path):
+  """GPT-2's path (soft [V]s and the manual template cut at [Y]): target logits = transformers'."""
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=50257, n_embd=8, n_layer=1, n_head=2, n_positions=64, initializer_range=1.0))
+  model.save_pretrained(tmp_path)
+  for name in ('vocab.json', 'merges.txt'):
+    shutil.copy(shared_path('tokenizers', 'gpt2') / name, tmp_path / name)
+  model.eval()
+  frozen, family, name, tokenizer = optiprompt_run.load_model(str(tmp_path))
+  assert name == 'gpt2' and family.config.dropout_rate == 0.0
+  lama = shared_path('lama')
+  vocab = optiprompt_run.read_common_vocab(str(lama), VOCAB_FILE)
+  template = '[X] is the capital of [Y] .'  # relations.jsonl's P1376.
+  prompt = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+  for vectors, manual in ((5, None), (0, template)):
+    rel = optiprompt_run.load_relation(str(lama), 'P1376', name, tokenizer, vocab, ('dev',),
+                                       vectors, manual)
+    examples = rel.splits['dev'][:12]
+    batch = optiprompt_run.converter(family, vectors)(examples, rel.lengths)
+    args = {'prefix': jnp.broadcast_to(prompt, (len(examples), 5, 8))} if vectors else {}
+    logits = np.asarray(family.logits(frozen, batch, args))
+    at = batch['decoder_loss_weights'].argmax(axis=1)
+    ours = logits[np.arange(len(examples)), at]
+    for i, (subject, obj) in enumerate(_facts_of('P1376', 'dev', set(vocab))[:12]):
+      text = template.split('[Y]')[0].replace('[X]', subject).rstrip() if manual else subject
+      ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
+      with torch.no_grad():
+        embeds = model.transformer.wte(torch.tensor([ids + [0] * vectors]))
+        if vectors:
+          embeds[0, len(ids):] = torch.tensor(prompt)
+        theirs = model(inputs_embeds=embeds).logits[0, -1].numpy()
+      np.testing.assert_allclose(ours[i], theirs, rtol=1e-4, atol=1e-4)
+      assert batch['decoder_target_tokens'][i, at[i]] == tokenizer.convert_tokens_to_ids(
+          tokenizer.tokenize(' ' + obj))[0]
