@@ -22,6 +22,8 @@ import pytest
 from conftest import REPO, shared_path
 
 from prompt_recycling import optiprompt_run
+from prompt_recycling.models import encoder
+from prompt_recycling.models import family as families
 
 RELATION = 'P140'  # Religion: dev 64 of 88 rows 'Islam', a skew the fixture's model leans on.
 VOCAB_FILE = 'common_vocab_cased_be_ro_al.txt'
@@ -60,21 +62,11 @@ def test_adamw_equals_transformers_adamw_without_bias_correction():
 
 
 def test_epoch_batches_file_order_padded_last_batch_and_resume():
+  # RoBERTa-like queries: <s> subject [V]x5 <mask> </s>.
   examples = [{'inputs': [0, 5 + i, 3, 3, 3, 3, 3, 50264, 2], 'targets': [100 + i],
                'prompt_positions': [2, 3, 4, 5, 6]} for i in range(11)]
-
-  class Family:  # The masked-LM feature conversion's contract, cut down.
-    def to_batch(self, rows, lengths):
-      tokens = np.zeros((len(rows), lengths['inputs']), np.int32)
-      targets = np.zeros_like(tokens)
-      for r, ex in enumerate(rows):
-        tokens[r, :len(ex['inputs'])] = ex['inputs']
-        if ex['targets']:
-          targets[r, 7] = ex['targets'][0]
-      return {'encoder_input_tokens': tokens, 'decoder_target_tokens': targets,
-              'decoder_loss_weights': (targets > 0).astype(np.int32)}
-
-  convert = optiprompt_run.converter(Family())
+  family = families.MaskedLM(encoder.EncoderConfig(vocab_size=50265, pad_id=1), mask_id=50264)
+  convert = optiprompt_run.converter(family)
   lengths = optiprompt_run.feature_lengths(examples)
   assert lengths == {'inputs': 9, 'targets': 1}
   stream = optiprompt_run.epoch_batches(examples, 4, lengths, convert)
