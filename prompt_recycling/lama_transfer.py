@@ -2,8 +2,9 @@ r"""Wu et al. (2024): transfer LAMA soft prompts between models, score P@1 zero-
 
     python -m prompt_recycling.lama_transfer \
       --gin_file=gin_configs/recycling/wu2024_lama_families.gin \
-      --gin.OUTPUT_DIR="'runs/lama_families'" --gin.PROMPTS_DIR="'prompts'" \
-      --gin.BERT_BASE_CASED_DIR="'/data/bert-base-cased'" ...
+      --gin.OUTPUT_DIR="'runs/lama_families'" \
+      --gin.PROMPT_DIRS="{'bert-base-cased': 'p/bert', 'roberta-base': 'p/roberta', ...}" \
+      --gin.BERT_BASE_CASED_DIR="'/data/bert-base-cased'" ...   # one *_DIR per model
 
 (`wu2024_lama_t5.gin`: the same between T5 1.1 models.) For each transfer
 (one or more source models -> a target), every recycler is fit once on the

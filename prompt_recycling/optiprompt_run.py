@@ -49,7 +49,6 @@ from prompt_recycling import partitioning
 
 Example = Dict[str, Any]
 TASK_PREFIX = 'optiprompt_'
-SPLITS = ('train', 'dev', 'test')
 
 
 def relation_of(task_name: str) -> str:

@@ -84,6 +84,12 @@ def test_epoch_batches_file_order_padded_last_batch_and_resume():
       np.testing.assert_array_equal(have[key], want[key])
 
 
+def test_task_name_selects_the_relation_and_a_seqio_name_is_refused():
+  assert optiprompt_run.relation_of('optiprompt_P17') == 'P17'
+  with pytest.raises(ValueError, match="name it 'optiprompt_<relation>'"):
+    optiprompt_run.relation_of('lama_trex_P17')
+
+
 # --- End to end ---------------------------------------------------------------
 
 def _facts(split, words):
