@@ -22,6 +22,9 @@ import pytest
 from conftest import REPO, shared_path
 
 from prompt_recycling import optiprompt_run
+from prompt_recycling import partitioning
+from prompt_recycling import prompts
+from prompt_recycling import trainer
 from prompt_recycling.models import encoder
 from prompt_recycling.models import family as families
 
@@ -264,3 +267,16 @@ def test_gpt2_queries_score_as_transformers_next_token(tmp_path):
       np.testing.assert_allclose(ours[i], theirs, rtol=1e-4, atol=1e-4)
       assert batch['decoder_target_tokens'][i, at[i]] == tokenizer.convert_tokens_to_ids(
           tokenizer.tokenize(' ' + obj))[0]
+    # `precision` on the 8-device mesh (conftest), over these facts' objects as candidates,
+    # batches of 8 (the second padded), counts what the logits above say.
+    labels = batch['decoder_target_tokens'][np.arange(len(examples)), at]
+    candidates = np.unique(labels)
+    expected = np.mean(candidates[ours[:, candidates].argmax(axis=1)] == labels) * 100
+    method = prompts.prompt_tuning(5) if vectors else prompts.no_prompt()
+    steps = trainer.Steps(family, method, None, partitioning.make_mesh())
+    got = optiprompt_run.precision(
+        optiprompt_run.correct_fn(family, method), steps, {'prompt': prompt} if vectors else {},
+        steps.put_frozen(frozen), examples, candidates, batch_size=8, lengths=rel.lengths,
+        num_vectors=vectors)
+    assert got == {'p@1': pytest.approx(expected), 'num_examples': 12}
+    assert 0 < expected < 100, expected
