@@ -12,7 +12,6 @@ own warm-up schedule.
 """
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
