@@ -279,3 +279,34 @@ def test_gpt2_queries_score_as_transformers_next_token(tmp_path):
         num_vectors=vectors)
     assert got == {'p@1': pytest.approx(expected), 'num_examples': 12}
     assert 0 < expected < 100, expected
+
+
+def test_manual_template_queries(tmp_path):
+  """The discrete baseline's inputs: [MASK] at [Y]; RoBERTa's '<mask>' takes the space before it."""
+  pytest.importorskip('transformers')
+  from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import optiprompt  # pylint: disable=g-import-not-at-top
+  fact = optiprompt.Fact('Ankara', 'Turkey')
+  template = '[X] is the capital of [Y] .'
+  roberta = family_tokenizers.load_tokenizer(str(shared_path('tokenizers', 'roberta-base')),
+                                             'roberta')
+  v = json.loads((shared_path('tokenizers', 'roberta-base') / 'vocab.json').read_text())
+  query = optiprompt.build_manual_query(fact, template, 'roberta', roberta)
+  assert query.tokens == [v['<s>'], v['An'], v['k'], v['ara'], v['Ġis'], v['Ġthe'], v['Ġcapital'],
+                          v['Ġof'], v['<mask>'], v['Ġ.'], v['</s>']]
+  assert (query.prompt_positions, query.target_position) == ([], 8)
+  assert query.label == v['ĠTurkey']
+  gpt2 = family_tokenizers.load_tokenizer(str(shared_path('tokenizers', 'gpt2')), 'gpt2')
+  v = json.loads((shared_path('tokenizers', 'gpt2') / 'vocab.json').read_text())
+  query = optiprompt.build_manual_query(fact, template, 'gpt2', gpt2)
+  assert query.tokens == [v['An'], v['k'], v['ara'], v['Ġis'], v['Ġthe'], v['Ġcapital'], v['Ġof']]
+  assert query.target_position == 6  # 'Ġof' predicts the object; ' .' is cut (GPT-2 reads left).
+  pieces = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'Ankara', 'is', 'the', 'capital', 'of',
+            '.', 'Turkey']
+  (tmp_path / 'vocab.txt').write_text('\n'.join(pieces) + '\n')
+  (tmp_path / 'tokenizer_config.json').write_text(json.dumps({'do_lower_case': False}))
+  bert = family_tokenizers.load_tokenizer(str(tmp_path), 'bert')
+  query = optiprompt.build_manual_query(fact, template, 'bert', bert)
+  assert query.tokens == [2, 5, 6, 7, 8, 9, 4, 10, 3] and query.target_position == 6
+  with pytest.raises(ValueError, match='needs both'):
+    optiprompt.build_manual_query(fact, '[X] is nice .', 'bert', bert)
