@@ -7,6 +7,9 @@ r"""Evaluates a prompt on a task with the task's metrics (rank classification or
       --gin.PROMPT_FILE="'/tmp/sst2/numpy_checkpoints/checkpoint_30000/prompt.npy'"
 
 Prints one JSON line of metrics (and writes it to EVAL_OUTPUT if set). A
+local HF BERT / RoBERTa / ALBERT / GPT-2 directory as INITIAL_CHECKPOINT_PATH
+scores OptiPrompt's LAMA P@1 of one relation (`optiprompt_<P>`, test split
+by default; `evaluate_optiprompt`). A
 recycled prompt (`prompt_recycling.recycle --output_path=...`) loads the same way.
 
 Multi-host: every process runs the same command with `--multihost` (see
@@ -23,7 +26,9 @@ import jax
 
 from prompt_recycling import data
 from prompt_recycling import evaluation
+from prompt_recycling import family_checkpoints
 from prompt_recycling import gin_setup
+from prompt_recycling import optiprompt_run
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import train as train_lib
@@ -37,8 +42,22 @@ def evaluate(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
              split: str = 'validation', mode: str = 'rank', max_examples: Optional[int] = None,
              num_partitions: int = 1, output_path: Optional[str] = None, seed: int = 0,
              vocabulary_path: Optional[str] = None,
-             data_dir: Optional[str] = None) -> Dict[str, Any]:
-  """Metrics of `prompt_method`'s prompt (e.g. from a file) on the frozen model."""
+             data_dir: Optional[str] = None, lama_dir: Optional[str] = None,
+             common_vocab: str = 'common_vocab_cased_be_ro_al.txt',
+             tokenizer_path: Optional[str] = None) -> Dict[str, Any]:
+  """Metrics of `prompt_method`'s prompt (e.g. from a file) on the frozen model.
+
+  A BERT-like / GPT-2 `initial_checkpoint_path` gives OptiPrompt's P@1
+  (`evaluate_optiprompt`; `lama_dir`, `common_vocab`, `tokenizer_path` are its).
+  """
+  if initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path):
+    result = evaluate_optiprompt(
+        task_name=mixture_or_task_name, checkpoint_path=initial_checkpoint_path,
+        prompt_method=prompt_method, lama_dir=lama_dir, common_vocab=common_vocab,
+        tokenizer_path=tokenizer_path, split=split, batch_size=batch_size,
+        num_partitions=num_partitions, seed=seed)
+    _report(result, output_path)
+    return result
   data.configure_tasks(vocabulary_path, data_dir)
   frozen = train_lib.load_frozen(initial_checkpoint_path, model_config, seed)
   mesh = partitioning.make_mesh(num_partitions)
@@ -50,13 +69,44 @@ def evaluate(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
       batch_size=batch_size, max_examples=max_examples)
   metrics = evaluate_fn(steps, params, frozen, 0)
   result = {'task': mixture_or_task_name, 'split': split, 'mode': mode, **metrics}
+  _report(result, output_path)
+  return result
+
+
+def evaluate_optiprompt(*, task_name: str, checkpoint_path: str,
+                        prompt_method: prompts.PromptMethod, lama_dir: Optional[str],
+                        common_vocab: str, tokenizer_path: Optional[str], split: str,
+                        batch_size: int, num_partitions: int = 1,
+                        seed: int = 0) -> Dict[str, Any]:
+  """P@1 (%) of the prompt on relation `optiprompt_<P>`'s `split` ('test' or 'dev')."""
+  if lama_dir is None:
+    raise ValueError(f'{checkpoint_path} is a BERT-like / GPT-2 checkpoint, scored on LAMA by '
+                     "OptiPrompt's protocol: set evaluate.lama_dir "
+                     '(gin_configs/runs/optiprompt_lama_eval.gin does).')
+  split = {'validation': 'dev'}.get(split, split)
+  relation = optiprompt_run.relation_of(task_name)
+  frozen, family, name, tokenizer = optiprompt_run.load_model(checkpoint_path, tokenizer_path)
+  steps = trainer.Steps(family, prompt_method, None, partitioning.make_mesh(num_partitions))
+  frozen = steps.put_frozen(frozen)
+  params = steps.init_params(jax.random.key(seed), frozen)
+  num_vectors = params['prompt'].shape[0]
+  vocab = optiprompt_run.read_common_vocab(lama_dir, common_vocab)
+  rel = optiprompt_run.load_relation(lama_dir, relation, name, tokenizer, vocab, (split,),
+                                     num_vectors)
+  evaluate_fn = optiprompt_run.precision_evaluator(
+      family, prompt_method, rel.splits[split], rel.candidates, batch_size=batch_size,
+      lengths=rel.lengths, num_vectors=num_vectors)
+  return {'task': task_name, 'split': split, **evaluate_fn(steps, params, frozen, 0)}
+
+
+def _report(result: Mapping[str, Any], output_path: Optional[str]) -> None:
+  """Prints `result` as one JSON line, writes it to `output_path` (process 0) and logs it."""
   line = json.dumps(result, sort_keys=True)
   print(line)
   if output_path and jax.process_index() == 0:
     pathlib.Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(output_path).write_text(line + '\n')
   logging.info('Eval %s', line)
-  return result
 
 
 def main(argv):

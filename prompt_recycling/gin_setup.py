@@ -23,6 +23,7 @@ import optax
 
 from prompt_recycling import cli
 from prompt_recycling import lpt
+from prompt_recycling import optiprompt_run
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
@@ -55,6 +56,7 @@ gin.external_configurable(partitioning.make_mesh, module='partitioning')
 gin.external_configurable(lpt.late_prompt_tuning, module='lpt')
 gin.external_configurable(lpt.adamw, module='lpt')
 gin.external_configurable(wayward.wayward_from_text, module='wayward')
+gin.external_configurable(optiprompt_run.adamw, module='optiprompt_run')
 
 
 @gin.configurable(module='prompts')

@@ -137,6 +137,38 @@ def build_query(fact: Fact, family: str, tokenizer: Any, num_vectors: int = NUM_
   return Query(tokens, list(range(slots_at, slots_at + num_vectors)), target, label_ids[0])
 
 
+def build_manual_query(fact: Fact, template: str, family: str, tokenizer: Any) -> Query:
+  """The input of `fact` under a relation's manual template ('[X] was born in [Y] .'), no [V]s.
+
+  The discrete baseline of Wu et al. (2024): [X] is the subject, [Y] the
+  [MASK], tokenised as `build_query` tokenises its text (word by word for
+  BERT and ALBERT; RoBERTa's `<mask>` takes the space on its left). GPT-2
+  reads the template up to [Y] and predicts the next token (named deviation
+  `manual_template_cut_at_y`: a template that continues after [Y] loses its
+  end, as a left-to-right model cannot read it before the object).
+
+  Raises:
+    ValueError: the object is not exactly one non-UNK token, or the template
+      lacks [X] or [Y].
+  """
+  if '[X]' not in template or '[Y]' not in template:
+    raise ValueError(f'Manual template {template!r} needs both [X] and [Y].')
+  label = build_query(fact, family, tokenizer, num_vectors=0).label  # Checks the object.
+  text = template.replace('[X]', fact.subject.strip())
+  left, right = text.split('[Y]', 1)
+  if family == 'gpt2':
+    tokens = _ids(tokenizer, left.rstrip())
+    return Query(tokens, [], len(tokens) - 1, label)
+  if family == 'roberta':
+    head, tail = _ids(tokenizer, left.rstrip()), _ids(tokenizer, right)
+  else:
+    head = [i for word in left.split() for i in _ids(tokenizer, word)]
+    tail = [i for word in right.split() for i in _ids(tokenizer, word)]
+  tokens = [tokenizer.cls_token_id] + head + [tokenizer.mask_token_id] + tail + [
+      tokenizer.sep_token_id]
+  return Query(tokens, [], 1 + len(head), label)
+
+
 def batch(queries: Sequence[Query], pad_id: int, length: int = 0) -> Dict[str, np.ndarray]:
   """Right-pads queries into arrays.
 

@@ -1,4 +1,4 @@
-r"""Tunes a prompt on a frozen T5, t5x-style.
+r"""Tunes a prompt on a frozen T5 (or BERT / RoBERTa / ALBERT / GPT-2), t5x-style.
 
     python -m prompt_recycling.train \
       --gin_file=gin_configs/models/t5_1_1_base_prompt.gin \
@@ -6,6 +6,16 @@ r"""Tunes a prompt on a frozen T5, t5x-style.
       --gin.MODEL_DIR="'/tmp/sst2_prompt'" \
       --gin.MIXTURE_OR_TASK_NAME="'glue_sst2_v2'" \
       --gin.INITIAL_CHECKPOINT_PATH="'gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000'"
+
+A local Hugging Face BERT / RoBERTa / ALBERT / GPT-2 directory as
+INITIAL_CHECKPOINT_PATH runs OptiPrompt's LAMA protocol on one relation
+(`optiprompt_run`; gin_configs/runs/optiprompt_lama.gin):
+
+    python -m prompt_recycling.train \
+      --gin_file=gin_configs/models/hf/roberta_base.gin \
+      --gin_file=gin_configs/runs/optiprompt_lama.gin \
+      --gin.ROBERTA_BASE_DIR="'/data/roberta-base'" \
+      --gin.MODEL_DIR="'/tmp/roberta_P17'" --gin.MIXTURE_OR_TASK_NAME="'optiprompt_P17'"
 
 Rerunning the same command after a preemption resumes from the latest
 checkpoint in MODEL_DIR. Multi-host (Cloud TPU pods): every host runs the same
@@ -22,9 +32,12 @@ from prompt_recycling import checkpoints
 from prompt_recycling import cli
 from prompt_recycling import data
 from prompt_recycling import evaluation
+from prompt_recycling import family_checkpoints
 from prompt_recycling import gin_setup
+from prompt_recycling import optiprompt_run
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
+from prompt_recycling import run_dir
 from prompt_recycling import trainer
 from prompt_recycling.models import t5
 
@@ -42,7 +55,7 @@ def load_frozen(initial_checkpoint_path: Optional[str], config: t5.T5Config, see
 
 
 def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
-          batch_size: int, train_steps: int, initial_checkpoint_path: Optional[str],
+          batch_size: int, train_steps: Optional[int], initial_checkpoint_path: Optional[str],
           prompt_method: prompts.PromptMethod, model_config: t5.T5Config = t5.T5Config(),
           optimizer: Any = None, num_partitions: int = 1, seed: int = 0, shuffle_seed: int = 0,
           save_every: int = 1000, keep: Optional[int] = 3, log_every: int = 10,
@@ -52,8 +65,14 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           train_split: str = 'train', report_split: Optional[str] = 'validation',
           checkpoint_step: int = 0, enable_dropout: Optional[bool] = None,
           vocabulary_path: Optional[str] = None, data_dir: Optional[str] = None,
-          progress: bool = True):
+          progress: bool = True, train_epochs: Optional[int] = None,
+          evals_per_epoch: Optional[int] = None, lama_dir: Optional[str] = None,
+          common_vocab: str = 'common_vocab_cased_be_ro_al.txt',
+          tokenizer_path: Optional[str] = None):
   """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin.
+
+  A BERT / RoBERTa / ALBERT / GPT-2 directory as `initial_checkpoint_path`
+  runs `train_optiprompt` instead (the arguments after `progress` are its).
 
   Selection: `best_metric` picks MODEL_DIR/best.json on `eval_split`, which
   must differ from `report_split` (the split whose numbers are reported):
@@ -69,6 +88,18 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
         'number. Set SELECTION_SPLIT to a split held out of training (e.g. the last 1,000 '
         "training examples of a '{task}_taskless' task, as the recycling experiments), or "
         'train.best_metric = None to keep the prompt of the last step.')
+  if initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path):
+    if train_steps is not None:
+      raise ValueError(f'TRAIN_STEPS={train_steps}: a BERT-like / GPT-2 run trains OptiPrompt\'s '
+                       'epochs over its relation (the steps follow from its facts); set '
+                       'TRAIN_EPOCHS instead and TRAIN_STEPS = None (runs/optiprompt_lama.gin).')
+    return train_optiprompt(
+        model_dir=model_dir, task_name=mixture_or_task_name, checkpoint_path=initial_checkpoint_path,
+        prompt_method=prompt_method, optimizer=optimizer, batch_size=batch_size,
+        train_epochs=train_epochs, evals_per_epoch=evals_per_epoch, lama_dir=lama_dir,
+        common_vocab=common_vocab, tokenizer_path=tokenizer_path, num_partitions=num_partitions,
+        seed=seed, keep=keep, log_every=log_every, enable_dropout=enable_dropout,
+        progress=progress)
   _warn_on_step_mismatch(initial_checkpoint_path, checkpoint_step)
   data.configure_tasks(vocabulary_path, data_dir)
   lengths = data.task_feature_lengths(mixture_or_task_name, task_feature_lengths)
@@ -105,6 +136,68 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
       accum_steps=accum_steps, z_loss=z_loss,
       enable_dropout=model_config.dropout_rate > 0 if enable_dropout is None else enable_dropout,
       progress=progress, export_step_offset=checkpoint_step)
+
+
+def train_optiprompt(*, model_dir: str, task_name: str, checkpoint_path: str,
+                     prompt_method: prompts.PromptMethod, optimizer: Any, batch_size: int,
+                     train_epochs: Optional[int], evals_per_epoch: Optional[int],
+                     lama_dir: Optional[str], common_vocab: str, tokenizer_path: Optional[str],
+                     num_partitions: int = 1, seed: int = 0, keep: Optional[int] = 3,
+                     log_every: int = 10, enable_dropout: Optional[bool] = None,
+                     progress: bool = True):
+  """OptiPrompt's LAMA protocol on one relation (`optiprompt_run`'s module docstring).
+
+  Trains `train_epochs` passes over the relation's train facts (the steps
+  follow from their number), scores dev P@1 `evals_per_epoch` times an epoch
+  and at the end, and keeps the best prompt (strictly better, as the
+  scripts) as MODEL_DIR/best_prompt.npy, its step and P@1 in best.json. The
+  optimizer is a function of the number of steps (`optiprompt_run.adamw`)
+  or a ready optax transformation.
+  """
+  if lama_dir is None or train_epochs is None or evals_per_epoch is None:
+    raise ValueError(f'{checkpoint_path} is a BERT-like / GPT-2 checkpoint, which trains by '
+                     "OptiPrompt's protocol: set train.lama_dir, train.train_epochs and "
+                     'train.evals_per_epoch (gin_configs/runs/optiprompt_lama.gin does).')
+  relation = optiprompt_run.relation_of(task_name)
+  dropout = True if enable_dropout is None else enable_dropout  # The scripts train in train().
+  frozen, family, name, tokenizer = optiprompt_run.load_model(checkpoint_path, tokenizer_path,
+                                                              dropout=dropout)
+  num_vectors = jax.eval_shape(prompt_method.init, jax.random.key(0), frozen)['prompt'].shape[0]
+  vocab = optiprompt_run.read_common_vocab(lama_dir, common_vocab)
+  rel = optiprompt_run.load_relation(lama_dir, relation, name, tokenizer, vocab, ('train', 'dev'),
+                                     num_vectors)
+  per_epoch = optiprompt_run.steps_per_epoch(len(rel.splits['train']), batch_size)
+  total_steps = train_epochs * per_epoch
+  optimizer = optimizer or optiprompt_run.adamw
+  tx = optimizer(total_steps=total_steps) if callable(optimizer) else optimizer
+  convert = optiprompt_run.converter(family, num_vectors)
+  data.host_batch_size(batch_size)  # Fails early when the rows do not split over processes.
+  dev_fn = optiprompt_run.precision_evaluator(family, prompt_method, rel.splits['dev'],
+                                              rel.candidates, batch_size=batch_size,
+                                              lengths=rel.lengths, num_vectors=num_vectors)
+
+  def eval_fn(steps, params, frozen, step):
+    metrics = dev_fn(steps, params, frozen, step)
+    if run_dir.record_best(model_dir, step, metrics, 'p@1') and jax.process_index() == 0:
+      prompts.save_prompt(jax.device_get(params['prompt']), f'{model_dir}/best_prompt.npy')
+    return metrics
+
+  logging.info('%s %s: %d train facts (%d steps an epoch, %d steps), %d dev facts, %d candidates.',
+               checkpoint_path, relation, len(rel.splits['train']), per_epoch, total_steps,
+               len(rel.splits['dev']), len(rel.candidates))
+  run_info = {'model_config': family.config, 'task': task_name,
+              'prompt_shapes': jax.tree.map(lambda x: list(x.shape), jax.eval_shape(
+                  prompt_method.init, jax.random.key(0), frozen))}
+  gin_setup.write_operative_config(model_dir)
+  every = max(per_epoch // evals_per_epoch, 1)
+  return trainer.train(
+      model=family, frozen=frozen, method=prompt_method, tx=tx,
+      mesh=partitioning.make_mesh(num_partitions),
+      make_batches=lambda start: optiprompt_run.epoch_batches(
+          rel.splits['train'], batch_size, rel.lengths, convert, start),
+      total_steps=total_steps, model_dir=model_dir, run_info=run_info, batch_size=batch_size,
+      seed=seed, save_every=every, keep=keep, log_every=log_every, eval_fn=eval_fn,
+      eval_every=every, best_metric=None, z_loss=0.0, enable_dropout=dropout, progress=progress)
 
 
 def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_step: int) -> None:

@@ -24,13 +24,18 @@ from conftest import REPO  # pylint: disable=g-import-not-at-top
 ENTRY_POINTS = {'train': ('prompt_recycling.train', 'train'),
                 'eval': ('prompt_recycling.eval', 'evaluate'),
                 'infer': ('prompt_recycling.infer', 'infer'),
-                'pretrain': ('prompt_recycling.pretrain', 'pretrain')}
+                'pretrain': ('prompt_recycling.pretrain', 'pretrain'),
+                'lama_transfer': ('prompt_recycling.lama_transfer', 'run')}
 VOCAB = REPO / 'prompt_recycling' / 'assets' / 't5' / 'sentencepiece.model'
 # What the docs leave to the command line (`%gin.REQUIRED` or named as required).
 BINDINGS = ["MODEL_DIR = '/tmp/unused'", "MIXTURE_OR_TASK_NAME = 'glue_sst2_v2'",
             "PROMPT_FILE = '/tmp/unused.npy'", "INFER_OUTPUT = '/tmp/unused.jsonl'",
             "CLASS_LABELS = ['negative', 'positive']", f"VOCABULARY_PATH = '{VOCAB}'",
-            "CORPUS = ['/tmp/unused.jsonl.gz']"]
+            "CORPUS = ['/tmp/unused.jsonl.gz']", "OUTPUT_DIR = '/tmp/unused'", 'PROMPT_DIRS = {}',
+            # Local Hugging Face directories (gin_configs/models/hf/, the families' LAMA grid).
+            *[f"{m}_DIR = '/tmp/unused_{m.lower()}'" for m in (
+                'BERT_BASE_CASED', 'ROBERTA_BASE', 'ALBERT_BASE_V2', 'GPT2', 'BERT_LARGE_CASED',
+                'ROBERTA_LARGE', 'ALBERT_LARGE_V2', 'GPT2_MEDIUM')]]
 # Given before the files: the *_lm100k_* model files set it, the others leave it to the user.
 DEFAULTS = ["INITIAL_CHECKPOINT_PATH = '/tmp/unused_checkpoint'"]
 
@@ -89,6 +94,9 @@ def test_the_docs_name_the_commands_this_test_expects():
   assert ('train', ('gin_configs/models/t5_1_1_base_lpt.gin',
                     'gin_configs/runs/lpt_finetune.gin')) in COMBOS
   assert ('pretrain', ('gin_configs/models/t5_1_1/mini.gin', 'gin_configs/runs/pretrain.gin')) in COMBOS
+  assert ('train', ('gin_configs/models/hf/roberta_base.gin',
+                    'gin_configs/runs/optiprompt_lama.gin')) in COMBOS
+  assert ('lama_transfer', ('gin_configs/recycling/wu2024_lama_families.gin',)) in COMBOS
   assert len(COMBOS) > 40
 
 
