@@ -70,10 +70,14 @@ def load_model(initial_checkpoint_path: Optional[str], config: families.Config, 
     params, family = family_checkpoints.load_model(initial_checkpoint_path)
     loaded = dataclasses.replace(family.config, dropout_rate=config.dropout_rate,
                                  dtype=config.dtype)
-    if type(loaded) is not type(config) or loaded != config:
-      differ = ({f.name: (getattr(loaded, f.name), getattr(config, f.name))
-                 for f in dataclasses.fields(config) if getattr(loaded, f.name) != getattr(config, f.name)}
-                if type(loaded) is type(config) else type(loaded).__name__)
+    if type(loaded) is not type(config):
+      raise ValueError(f'{initial_checkpoint_path}/config.json is a {type(loaded).__name__} model '
+                       f'but MODEL_CONFIG is a {type(config).__name__}: use the model file of '
+                       'this checkpoint\'s family.')
+    if loaded != config:
+      differ = {f.name: (getattr(loaded, f.name), getattr(config, f.name))
+                for f in dataclasses.fields(config)
+                if getattr(loaded, f.name) != getattr(config, f.name)}
       raise ValueError(f'{initial_checkpoint_path}/config.json does not describe MODEL_CONFIG: '
                        f'{differ} (config.json, MODEL_CONFIG). Use the model file of this '
                        'checkpoint, or override the differing fields.')
@@ -111,8 +115,8 @@ def family_example(example: Mapping[str, Any], tokenizer: Any, family: families.
       with the tokenizer's special tokens, targets = the one id of
       ' ' + label word (as xyltt/LPT's `encoder-only/data/process.py`: a label
       word of several tokens is refused).
-    * CausalLM: inputs = BOS + the text before `{label}`, targets = the rest
-      with the label word filled in, then EOS (xyltt/LPT's
+    * CausalLM: inputs = BOS + the text before `{label}`, targets = ' ' +
+      label word + the rest of the template, then EOS (xyltt/LPT's
       `decoder-only/data/utils.py`, generative: the loss on the label
       description and EOS).
 
