@@ -57,7 +57,8 @@ def test_roberta_paper_setting_trains_through_the_entry_point(tmp_path):
 
   The random model is drawn with weights of std 0.5 (transformers' initializer_range; default
   0.02): at 0.02 its logits are near-uniform and no prompt moves them in a few steps. About
-  30 CPU-seconds, mostly start-up (TensorFlow for SeqIO) and compiling.
+  30 CPU-seconds (54 to 77 s wall on the shared 2 cores), mostly start-up (TensorFlow for
+  SeqIO) and compiling.
   """
   if importlib.util.find_spec('seqio') is None:  # The command reads the task (not imported here).
     pytest.skip('seqio is not installed: the train command reads SeqIO tasks.')
