@@ -4,6 +4,8 @@ Core (model, prompts, training, checkpoints, recycling) needs no TensorFlow:
     pip install -e .
 Tasks, evaluation with SeqIO, and the test suite (CPU):
     pip install -c constraints-cpu.txt -e '.[tasks,test]'
+The HF PEFT reference of the speed benchmarks (benchmarks/peft_baseline.py):
+    pip install -c constraints-cpu.txt -e '.[test,bench]'
 """
 import setuptools
 
@@ -37,6 +39,11 @@ TEST = [
     'torch>=2.1,<=2.13.0',
     'transformers>=4.40',
 ]
+BENCH = [
+    # benchmarks/peft_baseline.py: HF PEFT prompt tuning, the side-by-side reference (with TEST's
+    # torch and transformers). 0.21.2 is the version its numbers in BENCHMARKS.md were taken with.
+    'peft==0.21.2',
+]
 
 setuptools.setup(
     name='prompt_recycling',
@@ -46,5 +53,5 @@ setuptools.setup(
     package_data={'': ['*.gin'], 'prompt_recycling': ['assets/**/*']},
     python_requires='>=3.10',
     install_requires=CORE,
-    extras_require={'tasks': TASKS, 'test': TEST, 'all': TASKS + TEST},
+    extras_require={'tasks': TASKS, 'test': TEST, 'bench': BENCH, 'all': TASKS + TEST + BENCH},
 )

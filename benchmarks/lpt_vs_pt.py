@@ -1,17 +1,25 @@
 r"""Late prompt tuning vs prompt tuning: train-step time and memory on the same model and shapes.
 
     python benchmarks/lpt_vs_pt.py --size=cpu_tiny --batch=8 --inputs=128 --prompt=20   # 2-core CPU
+    python benchmarks/lpt_vs_pt.py --family=roberta --size=cpu_tiny --batch=8 --inputs=128 --prompt=5
+    python benchmarks/lpt_vs_pt.py --family=gpt2 --size=cpu_tiny --batch=8 --inputs=128 --prompt=5
     python benchmarks/lpt_vs_pt.py --size=base --batch=32 --inputs=512 --prompt=100 \
         --dtype=bfloat16                                                           # one GPU
+    python benchmarks/lpt_vs_pt.py --family=roberta --size=large --batch=32 --inputs=512 \
+        --prompt=5 --dtype=bfloat16                                 # LPT's paper setting, one GPU
 
 Each method runs in its own subprocess (so the device's peak-memory counter
-belongs to it alone) through `trainer.Steps` on random-init T5 1.1 weights,
-with the same optimizer (`lpt.adamw`, constant lr) and no dropout, so only the
+belongs to it alone) through `trainer.Steps` on random-init weights of
+--family: T5 1.1 (encoder-decoder), RoBERTa (masked LM, one target at <mask>;
+LPT's paper model) or GPT-2 (causal LM, --targets continuation tokens), at the
+sizes of train_throughput.py (SIZES, FAMILY_SIZES), with the same optimizer (`lpt.adamw`, constant lr) and no dropout, so only the
 prompt method differs:
 
   prompt_tuning  PROMPT prompt vectors prepended to the input (Lester et al. 2021)
   lpt            a generated PROMPT-token prompt inserted before encoder layer
                  --lpt_layer (default: the middle), generator bottleneck 128
+                 (RoBERTa, GPT-2: before layer k of their one stack; prompt
+                 tuning fills PROMPT slots after <s> / before the text)
   lpt_static     one shared PROMPT-token late prompt at the same layer
 
 Prints one JSON line per method, then one line of prompt_tuning / method ratios
@@ -37,13 +45,13 @@ from prompt_recycling import lpt
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
-from prompt_recycling.models import t5
-from train_throughput import SIZES, config_for, random_batch, timed_rounds  # pylint: disable=g-import-not-at-top,g-multiple-import
+from prompt_recycling.models import family as families
+from train_throughput import FAMILY_SIZES, SIZES, family_examples, family_for, sizes_of, timed_rounds  # pylint: disable=g-import-not-at-top,g-multiple-import
 
 METHODS = ('prompt_tuning', 'lpt', 'lpt_static')
 
 
-def method_for(name: str, args, cfg: t5.T5Config) -> prompts.PromptMethod:
+def method_for(name: str, args, cfg: families.Config) -> prompts.PromptMethod:
   if name == 'prompt_tuning':
     return prompts.prompt_tuning(args.prompt, prompts.random_uniform())
   return lpt.late_prompt_tuning(args.prompt, args.lpt_layer, model_config=cfg,
@@ -52,15 +60,17 @@ def method_for(name: str, args, cfg: t5.T5Config) -> prompts.PromptMethod:
 
 def measure(name: str, args) -> dict:
   """Compiles and times one method's train step; returns its JSON record."""
-  cfg = config_for(args.size, args.dtype, 'none')
-  model = t5.T5(cfg)
+  model = family_for(args.family, args.size, args.dtype)
+  cfg = model.config
   mesh = partitioning.make_mesh(1)
   method = method_for(name, args, cfg)
   steps = trainer.Steps(model, method, lpt.adamw(total_steps=None), mesh, enable_dropout=False)
   with partitioning.axis_rules(mesh):
     frozen = trainer.random_frozen(model, jax.random.key(0), steps.frozen_shardings)
   state = steps.init(jax.random.key(1), frozen)
-  batch = partitioning.shard_batch(random_batch(args.batch, args.inputs, args.targets), mesh)
+  examples = family_examples(args.family, args.batch, args.inputs, args.targets)
+  batch = partitioning.shard_batch(
+      model.to_batch(examples, {'inputs': args.inputs, 'targets': args.targets}), mesh)
   rng = jax.random.key(2)
 
   start = time.perf_counter()
@@ -80,13 +90,14 @@ def measure(name: str, args) -> dict:
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   mb = lambda attr: getattr(mem, attr) / 2**20 if mem is not None else None
-  emb, heads, layers, head_dim, mlp = SIZES[args.size]
+  emb, heads, layers, head_dim, mlp = sizes_of(args.family, args.size)
   return {
-      'benchmark': 'lpt_vs_pt', 'method': name, 'size': args.size,
+      'benchmark': 'lpt_vs_pt', 'method': name, 'family': args.family, 'size': args.size,
       'model': {'emb_dim': emb, 'num_heads': heads, 'layers': layers, 'head_dim': head_dim,
                 'mlp_dim': mlp},
       'backend': jax.default_backend(), 'device': getattr(device, 'device_kind', str(device)),
-      'batch': args.batch, 'inputs': args.inputs, 'targets': args.targets, 'prompt': args.prompt,
+      'batch': args.batch, 'inputs': args.inputs, 'prompt': args.prompt,
+      'targets': 1 if args.family == 'roberta' else args.targets,
       'lpt_layer': None if name == 'prompt_tuning' else method.encoder_args({}, 1)['hook_layer'],
       'dtype': args.dtype,
       'trainable_params': int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
@@ -103,10 +114,12 @@ def measure(name: str, args) -> dict:
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--size', default='cpu_tiny', choices=sorted(SIZES))
+  p.add_argument('--family', default='t5', choices=['t5', *FAMILY_SIZES])
+  p.add_argument('--size', default='cpu_tiny', choices=sorted(SIZES),
+                 help='RoBERTa / GPT-2: cpu_tiny, base or large (train_throughput.FAMILY_SIZES).')
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--inputs', type=int, default=128)
-  p.add_argument('--targets', type=int, default=8)
+  p.add_argument('--targets', type=int, default=8, help='T5, GPT-2 (RoBERTa: one, at <mask>).')
   p.add_argument('--prompt', type=int, default=20, help='Prompt length of every method.')
   p.add_argument('--lpt_layer', type=int, default=None,
                  help='Insertion layer (default: num_encoder_layers // 2).')
@@ -139,7 +152,8 @@ def main():
       a, b = pt.get(key), other.get(key)
       return a / b if a and b else None
     print(json.dumps({
-        'benchmark': 'lpt_vs_pt', 'ratio': 'prompt_tuning / method (> 1: method faster or smaller)',
+        'benchmark': 'lpt_vs_pt', 'family': args.family,
+        'ratio': 'prompt_tuning / method (> 1: method faster or smaller)',
         **{name: {key: ratio(key, rec)
                   for key in ('step_s', 'xla_gflops_per_step', 'compiled_temp_mb', 'peak_mem_mb')}
            for name, rec in records.items() if name != 'prompt_tuning'}}))

@@ -26,6 +26,9 @@ import numpy as np
 from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
+from prompt_recycling.models import encoder
+from prompt_recycling.models import family as families
+from prompt_recycling.models import gpt2
 from prompt_recycling.models import t5
 
 SIZES = {  # emb, heads, layers, head_dim, mlp
@@ -36,6 +39,18 @@ SIZES = {  # emb, heads, layers, head_dim, mlp
     'xl': (2048, 32, 24, 64, 5120),
     'xxl': (4096, 64, 24, 64, 10240),
 }
+# The other families (lpt_vs_pt.py, peft_baseline.py): emb, heads, layers, head_dim, mlp. base and
+# large are the public checkpoints' sizes (roberta-base / gpt2, roberta-large / gpt2-large: late
+# prompt tuning's paper setting); cpu_tiny has T5 cpu_tiny's width and its 4 + 4 layers in one stack.
+FAMILY_SIZES = {
+    'roberta': {'cpu_tiny': (256, 4, 8, 64, 1024), 'base': (768, 12, 12, 64, 3072),
+                'large': (1024, 16, 24, 64, 4096)},
+    'gpt2': {'cpu_tiny': (256, 4, 8, 64, 1024), 'base': (768, 12, 12, 64, 3072),
+             'large': (1280, 20, 36, 64, 5120)},
+}
+FAMILY_VOCAB = {'roberta': 50265, 'gpt2': 50257}  # Their real vocabularies (frozen, but the
+# output layer over them is part of every step).
+ROBERTA_MASK_ID = 50264
 # Dense bf16 peaks per chip, TFLOP/s (vendor datasheets).
 PEAKS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0, 'TPU v4': 275.0, 'TPU v5p': 459.0}
 
@@ -45,6 +60,50 @@ def config_for(size: str, dtype: str, remat: str) -> t5.T5Config:
   return t5.T5Config(emb_dim=emb, num_heads=heads, num_encoder_layers=layers,
                      num_decoder_layers=layers, head_dim=head_dim, mlp_dim=mlp, dtype=dtype,
                      remat_policy=remat)
+
+
+def sizes_of(family: str, size: str):
+  """(emb, heads, layers, head_dim, mlp) of `family` ('t5', 'roberta', 'gpt2') at `size`."""
+  table = SIZES if family == 't5' else FAMILY_SIZES[family]
+  if size not in table:
+    raise SystemExit(f'No {family} size {size!r}; choose from {sorted(table)}.')
+  return table[size]
+
+
+def family_for(family: str, size: str, dtype: str) -> families.Family:
+  """A `models.family` family of random-init sizes (no dropout: only the method differs)."""
+  if family == 't5':
+    return families.EncoderDecoder(config_for(size, dtype, 'none'))
+  emb, heads, layers, head_dim, mlp = sizes_of(family, size)
+  if family == 'roberta':
+    return families.MaskedLM(encoder.EncoderConfig(
+        vocab_size=FAMILY_VOCAB[family], emb_dim=emb, num_heads=heads, head_dim=head_dim,
+        mlp_dim=mlp, num_layers=layers, max_positions=1026, type_vocab_size=1, pad_id=1,
+        positions_from_padding=True, layer_norm_epsilon=1e-5, dtype=dtype),
+        mask_id=ROBERTA_MASK_ID, eos_id=2)
+  return families.CausalLM(gpt2.GPT2Config(
+      vocab_size=FAMILY_VOCAB[family], emb_dim=emb, num_heads=heads, head_dim=head_dim,
+      mlp_dim=mlp, num_layers=layers, dtype=dtype))
+
+
+def family_examples(family: str, batch: int, inputs: int, targets: int, seed: int = 0):
+  """Random examples of the shapes every method and library is timed on.
+
+  t5: `inputs` encoder and `targets` decoder tokens. roberta: <s> + random
+  tokens + <mask> + </s>, `inputs` tokens in all, one target at the mask (as
+  LPT's classification runs). gpt2: `inputs` then `targets` tokens in one
+  sequence, the loss on the targets.
+  """
+  rng = np.random.default_rng(seed)
+  vocab = 32000 if family == 't5' else FAMILY_VOCAB[family] - 10
+  out = []
+  for _ in range(batch):
+    ids = rng.integers(3, vocab, inputs + targets).tolist()
+    if family == 'roberta':
+      out.append({'inputs': [0] + ids[:inputs - 3] + [ROBERTA_MASK_ID, 2], 'targets': ids[-1:]})
+    else:
+      out.append({'inputs': ids[:inputs], 'targets': ids[inputs:]})
+  return out
 
 
 def random_batch(batch: int, inputs: int, targets: int, seed: int = 0):

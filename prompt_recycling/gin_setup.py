@@ -28,6 +28,8 @@ from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import trainer
 from prompt_recycling import wayward
+from prompt_recycling.models import encoder
+from prompt_recycling.models import gpt2
 from prompt_recycling.models import t5
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,6 +46,8 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_addre
 
 # What a run varies (sizes, prompt, optimizer, mesh); not layers or factories.
 gin.external_configurable(t5.T5Config, module='t5')
+gin.external_configurable(encoder.EncoderConfig, module='encoder')
+gin.external_configurable(gpt2.GPT2Config, module='gpt2')
 gin.external_configurable(prompts.prompt_tuning, module='prompts')
 gin.external_configurable(prompts.random_uniform, module='prompts')
 gin.external_configurable(prompts.random_normal, module='prompts')

@@ -1,4 +1,4 @@
-r"""Tunes a prompt on a frozen T5 (or BERT / RoBERTa / ALBERT / GPT-2), t5x-style.
+r"""Tunes a prompt on a frozen model (T5, or a BERT / RoBERTa / ALBERT / GPT-2), t5x-style.
 
     python -m prompt_recycling.train \
       --gin_file=gin_configs/models/t5_1_1_base_prompt.gin \
@@ -7,9 +7,12 @@ r"""Tunes a prompt on a frozen T5 (or BERT / RoBERTa / ALBERT / GPT-2), t5x-styl
       --gin.MIXTURE_OR_TASK_NAME="'glue_sst2_v2'" \
       --gin.INITIAL_CHECKPOINT_PATH="'gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000'"
 
-A local Hugging Face BERT / RoBERTa / ALBERT / GPT-2 directory as
-INITIAL_CHECKPOINT_PATH runs OptiPrompt's LAMA protocol on one relation
-(`optiprompt_run`; gin_configs/runs/optiprompt_lama.gin):
+INITIAL_CHECKPOINT_PATH may also be a local Hugging Face directory of a
+BERT-like masked LM or a GPT-2 (config.json, weights and tokenizer files, as
+`save_pretrained` writes them; `family_checkpoints.load_model`):
+
+* with MIXTURE_OR_TASK_NAME = 'optiprompt_<relation>', it runs OptiPrompt's
+  LAMA protocol on that relation (`optiprompt_run`; `train_optiprompt`):
 
     python -m prompt_recycling.train \
       --gin_file=gin_configs/models/hf/roberta_base.gin \
@@ -17,13 +20,22 @@ INITIAL_CHECKPOINT_PATH runs OptiPrompt's LAMA protocol on one relation
       --gin.ROBERTA_BASE_DIR="'/data/roberta-base'" \
       --gin.MODEL_DIR="'/tmp/roberta_P17'" --gin.MIXTURE_OR_TASK_NAME="'optiprompt_P17'"
 
+* with a SeqIO task, MODEL_CONFIG gives that family's sizes
+  (`encoder.EncoderConfig`, `gpt2.GPT2Config`), checked against config.json,
+  and its dropout (HF configs load with none); the task's text
+  (`inputs_pretokenized`, `targets_pretokenized`) is re-tokenised with the
+  directory's tokenizer through `train.template` and `train.label_words`
+  (`family_example`); gin_configs/models/roberta_large_lpt.gin and
+  gpt2_large_lpt.gin are the late-prompt-tuning paper's setting.
+
 Rerunning the same command after a preemption resumes from the latest
 checkpoint in MODEL_DIR. Multi-host (Cloud TPU pods): every host runs the same
 command with `--multihost` (see `gin_setup`).
 """
+import dataclasses
 import logging
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import gin
 import jax
@@ -39,6 +51,7 @@ from prompt_recycling import partitioning
 from prompt_recycling import prompts
 from prompt_recycling import run_dir
 from prompt_recycling import trainer
+from prompt_recycling.models import family as families
 from prompt_recycling.models import t5
 
 
@@ -54,9 +67,105 @@ def load_frozen(initial_checkpoint_path: Optional[str], config: t5.T5Config, see
   return params
 
 
+def load_model(initial_checkpoint_path: Optional[str], config: families.Config, seed: int):
+  """(frozen params, `models.family` family) for `config`.
+
+  A local HF BERT / RoBERTa / ALBERT / GPT-2 directory is read with its
+  tokenizer's special ids; its config.json must give `config`'s sizes (the
+  dropout rate and dtype are `config`'s: HF configs are loaded without
+  dropout). Anything else is T5 (`load_frozen`).
+
+  Raises:
+    ValueError: config.json and `config` disagree (the fields named), or a
+      non-T5 `config` without a HF directory.
+  """
+  if initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path):
+    params, family = family_checkpoints.load_model(initial_checkpoint_path)
+    loaded = dataclasses.replace(family.config, dropout_rate=config.dropout_rate,
+                                 dtype=config.dtype)
+    if type(loaded) is not type(config):
+      raise ValueError(f'{initial_checkpoint_path}/config.json is a {type(loaded).__name__} model '
+                       f'but MODEL_CONFIG is a {type(config).__name__}: use the model file of '
+                       'this checkpoint\'s family.')
+    if loaded != config:
+      differ = {f.name: (getattr(loaded, f.name), getattr(config, f.name))
+                for f in dataclasses.fields(config)
+                if getattr(loaded, f.name) != getattr(config, f.name)}
+      raise ValueError(f'{initial_checkpoint_path}/config.json does not describe MODEL_CONFIG: '
+                       f'{differ} (config.json, MODEL_CONFIG). Use the model file of this '
+                       'checkpoint, or override the differing fields.')
+    return params, dataclasses.replace(family, config=config)
+  if not isinstance(config, t5.T5Config):
+    raise ValueError(f'MODEL_CONFIG is a {type(config).__name__}, which is read from a local '
+                     'Hugging Face directory (config.json + weights + tokenizer files), but '
+                     f'INITIAL_CHECKPOINT_PATH={initial_checkpoint_path!r} is not one.')
+  return load_frozen(initial_checkpoint_path, config, seed), families.EncoderDecoder(config)
+
+
+def _fields(text: str, names: List[str]) -> Dict[str, str]:
+  """The `name: value` fields of a T5-formatted text ('sentence1: A sentence2: B')."""
+  if names == ['inputs']:
+    return {'inputs': text.strip()}
+  pattern = r'(?:^|\s)(' + '|'.join(map(re.escape, names)) + r'): '
+  parts = re.split(pattern, text)
+  found = {key: value.strip() for key, value in zip(parts[1::2], parts[2::2])}
+  missing = [n for n in names if n not in found]
+  if missing:
+    raise ValueError(f'The task text {text[:80]!r} has no field(s) {missing} that train.template '
+                     "names; use '{inputs}' for the whole text.")
+  return found
+
+
+def family_example(example: Mapping[str, Any], tokenizer: Any, family: families.Family,
+                   template: str, label_words: Optional[Mapping[str, str]]) -> Dict[str, Any]:
+  """A task example's text as `family`'s `inputs` / `targets` token ids.
+
+  `template` holds `{label}` and the task text, whole as `{inputs}` or by its
+  T5 field names (`{sentence}`, `{sentence1}`, ...). The target text
+  (`targets_pretokenized`, mapped through `label_words` when given) becomes:
+
+    * MaskedLM: `{label}` -> the tokenizer's mask token; inputs = the text
+      with the tokenizer's special tokens, targets = the one id of
+      ' ' + label word (as xyltt/LPT's `encoder-only/data/process.py`: a label
+      word of several tokens is refused).
+    * CausalLM: inputs = BOS + the text before `{label}`, targets = ' ' +
+      label word + the rest of the template, then EOS (xyltt/LPT's
+      `decoder-only/data/utils.py`, generative: the loss on the label
+      description and EOS).
+
+  Raises:
+    ValueError: no `{label}` in the template, a missing field, a target with
+      no label word, or (MaskedLM) a label word that is not one token.
+  """
+  if template.count('{label}') != 1:
+    raise ValueError(f'train.template {template!r} must hold {{label}} once: where the answer goes.')
+  names = [n for n in re.findall(r'{(\w+)}', template) if n != 'label']
+  fields = _fields(str(example['inputs_pretokenized']), names)
+  answer = str(example['targets_pretokenized'])
+  if label_words is not None:
+    if answer not in label_words:
+      raise ValueError(f'Target {answer!r} has no entry in train.label_words {dict(label_words)}.')
+    answer = label_words[answer]
+  before, after = template.split('{label}')
+  if isinstance(family, families.MaskedLM):
+    text = before.format(**fields) + tokenizer.mask_token + after.format(**fields)
+    target = tokenizer(' ' + answer, add_special_tokens=False)['input_ids']
+    if len(target) != 1:
+      raise ValueError(f'Label word {answer!r} is {len(target)} tokens for this tokenizer; a '
+                       'masked LM predicts one token at its mask: choose one-token label words '
+                       '(train.label_words).')
+    return {'inputs': tokenizer(text)['input_ids'], 'targets': target}
+  if isinstance(family, families.CausalLM):
+    prefix = tokenizer(before.format(**fields).rstrip(), add_special_tokens=False)['input_ids']
+    rest = tokenizer((' ' + answer + after.format(**fields)).rstrip(),
+                     add_special_tokens=False)['input_ids']
+    return {'inputs': [tokenizer.bos_token_id] + prefix, 'targets': rest + [family.eos_id]}
+  raise ValueError(f'train.template re-tokenises text for BERT-likes and GPT-2, not {family}.')
+
+
 def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
           batch_size: int, train_steps: Optional[int], initial_checkpoint_path: Optional[str],
-          prompt_method: prompts.PromptMethod, model_config: t5.T5Config = t5.T5Config(),
+          prompt_method: prompts.PromptMethod, model_config: families.Config = t5.T5Config(),
           optimizer: Any = None, num_partitions: int = 1, seed: int = 0, shuffle_seed: int = 0,
           save_every: int = 1000, keep: Optional[int] = 3, log_every: int = 10,
           accum_steps: int = 1, z_loss: float = 1e-4, eval_every: Optional[int] = None,
@@ -65,14 +174,12 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           train_split: str = 'train', report_split: Optional[str] = 'validation',
           checkpoint_step: int = 0, enable_dropout: Optional[bool] = None,
           vocabulary_path: Optional[str] = None, data_dir: Optional[str] = None,
+          template: Optional[str] = None, label_words: Optional[Mapping[str, str]] = None,
           progress: bool = True, train_epochs: Optional[int] = None,
           evals_per_epoch: Optional[int] = None, lama_dir: Optional[str] = None,
           common_vocab: str = 'common_vocab_cased_be_ro_al.txt',
           tokenizer_path: Optional[str] = None):
   """Prompt-tunes `model_config` on a task; see gin_configs/runs/prompt_finetune.gin.
-
-  A BERT / RoBERTa / ALBERT / GPT-2 directory as `initial_checkpoint_path`
-  runs `train_optiprompt` instead (the arguments after `progress` are its).
 
   Selection: `best_metric` picks MODEL_DIR/best.json on `eval_split`, which
   must differ from `report_split` (the split whose numbers are reported):
@@ -80,15 +187,17 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   pretrained checkpoint's step) numbers the numpy exports as t5x does.
   `enable_dropout` defaults to `model_config.dropout_rate > 0`; set it True
   to run a late prompt generator's own dropout over a dropout-free backbone.
+  `template` and `label_words` turn the task's text into a BERT-like's or
+  GPT-2's ids (`family_example`; required for those, refused for T5). Their
+  runs evaluate nothing during training yet (`evaluation` scores T5 ids):
+  `eval_every` and `best_metric` are refused for them.
+
+  A BERT / RoBERTa / ALBERT / GPT-2 directory with an 'optiprompt_<relation>'
+  task runs `train_optiprompt` instead (`train_epochs`, `evals_per_epoch`,
+  `lama_dir`, `common_vocab` and `tokenizer_path` are its).
   """
-  if best_metric and report_split is not None and eval_split == report_split:
-    raise ValueError(
-        f'train.best_metric={best_metric!r} would choose the best step on eval_split='
-        f'{eval_split!r}, the split reported (report_split={report_split!r}): an optimistic '
-        'number. Set SELECTION_SPLIT to a split held out of training (e.g. the last 1,000 '
-        "training examples of a '{task}_taskless' task, as the recycling experiments), or "
-        'train.best_metric = None to keep the prompt of the last step.')
-  if initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path):
+  if (initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path)
+      and mixture_or_task_name.startswith(optiprompt_run.TASK_PREFIX)):
     if train_steps is not None:
       raise ValueError(f'TRAIN_STEPS={train_steps}: a BERT-like / GPT-2 run trains OptiPrompt\'s '
                        'epochs over its relation (the steps follow from its facts); set '
@@ -100,11 +209,25 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
         common_vocab=common_vocab, tokenizer_path=tokenizer_path, num_partitions=num_partitions,
         seed=seed, keep=keep, log_every=log_every, enable_dropout=enable_dropout,
         progress=progress)
+  if train_steps is None:
+    raise ValueError(f'TRAIN_STEPS is None: set it for {mixture_or_task_name!r} (only an '
+                     "'optiprompt_<relation>' run on a BERT-like / GPT-2 directory counts epochs).")
+  if best_metric and report_split is not None and eval_split == report_split:
+    raise ValueError(
+        f'train.best_metric={best_metric!r} would choose the best step on eval_split='
+        f'{eval_split!r}, the split reported (report_split={report_split!r}): an optimistic '
+        'number. Set SELECTION_SPLIT to a split held out of training (e.g. the last 1,000 '
+        "training examples of a '{task}_taskless' task, as the recycling experiments), or "
+        'train.best_metric = None to keep the prompt of the last step.')
   _warn_on_step_mismatch(initial_checkpoint_path, checkpoint_step)
   data.configure_tasks(vocabulary_path, data_dir)
   lengths = data.task_feature_lengths(mixture_or_task_name, task_feature_lengths)
-  frozen = load_frozen(initial_checkpoint_path, model_config, seed)
-  model = t5.T5(model_config)
+  frozen, model = load_model(initial_checkpoint_path, model_config, seed)
+  convert = _converter(model, initial_checkpoint_path, template, label_words)
+  if convert is not None and (eval_every or best_metric):
+    raise ValueError('Evaluation during training reads T5 ids only: for a '
+                     f'{type(model).__name__} run set train.eval_every = None and '
+                     'train.best_metric = None.')
   mesh = partitioning.make_mesh(num_partitions)
   host_bs = data.host_batch_size(batch_size)
   task = data.get_task(mixture_or_task_name)  # Fail fast on an unknown name.
@@ -112,7 +235,9 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   def make_batches(start_step):
     examples = data.seqio_examples(mixture_or_task_name, train_split, lengths, shuffle=True,
                                    seed=shuffle_seed, repeat=True, skip=start_step * host_bs)
-    return data.batches(examples, host_bs, lengths)
+    if convert is None:
+      return data.batches(examples, host_bs, lengths)
+    return data.batches(map(convert, examples), host_bs, lengths, convert=model.to_batch)
 
   eval_fn = None
   if eval_every or best_metric:
@@ -198,6 +323,24 @@ def train_optiprompt(*, model_dir: str, task_name: str, checkpoint_path: str,
       total_steps=total_steps, model_dir=model_dir, run_info=run_info, batch_size=batch_size,
       seed=seed, save_every=every, keep=keep, log_every=log_every, eval_fn=eval_fn,
       eval_every=every, best_metric=None, z_loss=0.0, enable_dropout=dropout, progress=progress)
+
+
+def _converter(model: families.Family, path: Optional[str], template: Optional[str],
+               label_words: Optional[Mapping[str, str]]
+               ) -> Optional[Callable[[Mapping[str, Any]], Dict[str, Any]]]:
+  """The example re-tokeniser of a BERT-like or GPT-2 run (None for T5)."""
+  if isinstance(model, families.EncoderDecoder):
+    if template is not None or label_words is not None:
+      raise ValueError('train.template / train.label_words re-tokenise text for BERT-likes and '
+                       'GPT-2; a T5 run reads the task\'s own ids: unset them.')
+    return None
+  if template is None:
+    raise ValueError(f'A {type(model).__name__} run needs train.template (where the task text and '
+                     "the answer go, e.g. '{sentence} . It was {label} .') to tokenise the task "
+                     f'with the tokenizer in {path}.')
+  from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
+  tokenizer = family_tokenizers.load_any(path)
+  return lambda example: family_example(example, tokenizer, model, template, label_words)
 
 
 def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_step: int) -> None:
