@@ -299,7 +299,9 @@ def evaluate(steps, params, frozen, examples: Sequence[Example], *, mode: str,
 def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, int], mode: str,
                    batch_size: int, max_examples: Optional[int] = None,
                    label_words: Optional[Sequence[str]] = None,
-                   max_lengths: Optional[Mapping[str, int]] = None
+                   max_lengths: Optional[Mapping[str, int]] = None,
+                   convert: Optional[Callable[[Example], Mapping[str, Any]]] = None,
+                   encode_label: Optional[Callable[[str], Sequence[int]]] = None
                    ) -> Callable[..., Dict[str, float]]:
   """`(steps, params, frozen, step) -> metrics` for a registered SeqIO task or mixture.
 
@@ -318,6 +320,11 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   share macro-averaged under its own name, and 'average' (LAMA: P@1 per
   relation and over the 41 relations). In 'rank' mode a task without label
   words (ReCoRD) is decoded.
+
+  Another family's tokenizer (BERT-likes, GPT-2; `train.family_example`):
+  `convert` gives each example's `inputs` / `targets` ids from its text, and
+  `encode_label` a label word's candidate ids; the metrics still compare the
+  task's label words.
   """
   import seqio  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top
@@ -325,6 +332,8 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   task = data.get_task(task_name)
   members = task.tasks if isinstance(task, seqio.Mixture) else [task]
   examples = {sub.name: _read_examples(sub.name, split, max_examples) for sub in members}
+  if convert is not None:
+    examples = {name: [{**ex, **convert(ex)} for ex in exs] for name, exs in examples.items()}
   # One length for all of a mixture's tasks, as SeqIO's evaluator measures them (and one
   # compiled shape instead of one per task).
   lengths = eval_lengths([ex for exs in examples.values() for ex in exs], feature_lengths,
@@ -333,7 +342,8 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
                          max_lengths=max_lengths)
   if not isinstance(task, seqio.Mixture):
     return _single_task_evaluator(task, examples[task.name], lengths=lengths, mode=mode,
-                                  batch_size=batch_size, label_words=label_words)
+                                  batch_size=batch_size, label_words=label_words,
+                                  encode_label=encode_label)
   evaluators = {}
   for sub in task.tasks:
     sub_mode = mode
@@ -342,7 +352,7 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
       sub_mode = 'decode'
     evaluators[sub.name] = _single_task_evaluator(
         sub, examples[sub.name], lengths=lengths, mode=sub_mode, batch_size=batch_size,
-        label_words=label_words)
+        label_words=label_words, encode_label=encode_label)
 
   def evaluate_fn(steps, params, frozen, step):
     results = {name: fn(steps, params, frozen, step) for name, fn in evaluators.items()}
@@ -360,7 +370,8 @@ def _read_examples(task_name: str, split: str, max_examples: Optional[int]) -> L
 
 
 def _single_task_evaluator(task, examples: Sequence[Example], *, lengths: Mapping[str, int],
-                           mode: str, batch_size: int, label_words: Optional[Sequence[str]]
+                           mode: str, batch_size: int, label_words: Optional[Sequence[str]],
+                           encode_label: Optional[Callable[[str], Sequence[int]]] = None
                            ) -> Callable[..., Dict[str, float]]:
   """`task_evaluator` for one `seqio.Task`, on its `examples` at `lengths`."""
   import tasks  # pylint: disable=g-import-not-at-top
@@ -375,7 +386,8 @@ def _single_task_evaluator(task, examples: Sequence[Example], *, lengths: Mappin
     return evaluate(steps, params, frozen, examples, mode=mode, batch_size=batch_size,
                     feature_lengths=lengths, decode=lambda ids: vocab.decode(list(ids)),
                     metric_fns=fns, postprocess=task.postprocess_fn, label_words=label_words,
-                    encode=lambda text: list(vocab.encode(text)) + [steps.family.eos_id],
+                    encode=encode_label or (
+                        lambda text: list(vocab.encode(text)) + [steps.family.eos_id]),
                     candidates_feature=None if label_words else candidates_feature,
                     rank_metric_fn=tasks.metrics.rank_classification_metrics)
   return evaluate_fn

@@ -35,7 +35,7 @@ command with `--multihost` (see `gin_setup`).
 import dataclasses
 import logging
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import gin
 import jax
@@ -147,20 +147,51 @@ def family_example(example: Mapping[str, Any], tokenizer: Any, family: families.
       raise ValueError(f'Target {answer!r} has no entry in train.label_words {dict(label_words)}.')
     answer = label_words[answer]
   before, after = template.split('{label}')
+  target = _target_ids(answer, after.format(**fields), tokenizer, family)
   if isinstance(family, families.MaskedLM):
     text = before.format(**fields) + tokenizer.mask_token + after.format(**fields)
+    return {'inputs': tokenizer(text)['input_ids'], 'targets': target}
+  prefix = tokenizer(before.format(**fields).rstrip(), add_special_tokens=False)['input_ids']
+  return {'inputs': [tokenizer.bos_token_id] + prefix, 'targets': target}
+
+
+def _target_ids(answer: str, after: str, tokenizer: Any, family: families.Family) -> List[int]:
+  """The ids `family_example` trains on for the label word `answer` (see there)."""
+  if isinstance(family, families.MaskedLM):
     target = tokenizer(' ' + answer, add_special_tokens=False)['input_ids']
     if len(target) != 1:
       raise ValueError(f'Label word {answer!r} is {len(target)} tokens for this tokenizer; a '
                        'masked LM predicts one token at its mask: choose one-token label words '
                        '(train.label_words).')
-    return {'inputs': tokenizer(text)['input_ids'], 'targets': target}
+    return target
   if isinstance(family, families.CausalLM):
-    prefix = tokenizer(before.format(**fields).rstrip(), add_special_tokens=False)['input_ids']
-    rest = tokenizer((' ' + answer + after.format(**fields)).rstrip(),
-                     add_special_tokens=False)['input_ids']
-    return {'inputs': [tokenizer.bos_token_id] + prefix, 'targets': rest + [family.eos_id]}
+    rest = tokenizer((' ' + answer + after).rstrip(), add_special_tokens=False)['input_ids']
+    return rest + [family.eos_id]
   raise ValueError(f'train.template re-tokenises text for BERT-likes and GPT-2, not {family}.')
+
+
+def family_label_ids(tokenizer: Any, family: families.Family, template: str,
+                     label_words: Optional[Mapping[str, str]]) -> Callable[[str], List[int]]:
+  """The task's label word -> the candidate ids rank classification scores for it.
+
+  The ids `family_example` trains on for that answer, so evaluation during
+  training ranks exactly what training taught (xyltt/LPT rank the label words'
+  logits at <mask>, and score GPT-2's label descriptions).
+
+  Raises:
+    ValueError: a GPT-2 template with task fields after `{label}` (each
+      example would have its own candidates).
+  """
+  after = template.split('{label}')[-1]
+  if isinstance(family, families.CausalLM) and re.search(r'{\w+}', after):
+    raise ValueError(f'train.template {template!r} has task fields after {{label}}: a GPT-2 '
+                     'run cannot rank one set of label continuations for every example; set '
+                     'train.eval_every = None and train.best_metric = None.')
+
+  def label_ids(word: str) -> List[int]:
+    return _target_ids(label_words.get(word, word) if label_words else word, after, tokenizer,
+                       family)
+  return label_ids
 
 
 def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
@@ -188,9 +219,9 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   `enable_dropout` defaults to `model_config.dropout_rate > 0`; set it True
   to run a late prompt generator's own dropout over a dropout-free backbone.
   `template` and `label_words` turn the task's text into a BERT-like's or
-  GPT-2's ids (`family_example`; required for those, refused for T5). Their
-  runs evaluate nothing during training yet (`evaluation` scores T5 ids):
-  `eval_every` and `best_metric` are refused for them.
+  GPT-2's ids (`family_example`; required for those, refused for T5);
+  evaluation during training then ranks the label words' ids as training
+  built them (`family_label_ids`).
 
   A BERT / RoBERTa / ALBERT / GPT-2 directory with an 'optiprompt_<relation>'
   task runs `train_optiprompt` instead (`train_epochs`, `evals_per_epoch`,
@@ -223,11 +254,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   data.configure_tasks(vocabulary_path, data_dir)
   lengths = data.task_feature_lengths(mixture_or_task_name, task_feature_lengths)
   frozen, model = load_model(initial_checkpoint_path, model_config, seed)
-  convert = _converter(model, initial_checkpoint_path, template, label_words)
-  if convert is not None and (eval_every or best_metric):
-    raise ValueError('Evaluation during training reads T5 ids only: for a '
-                     f'{type(model).__name__} run set train.eval_every = None and '
-                     'train.best_metric = None.')
+  convert, tokenizer = _converter(model, initial_checkpoint_path, template, label_words)
   mesh = partitioning.make_mesh(num_partitions)
   host_bs = data.host_batch_size(batch_size)
   task = data.get_task(mixture_or_task_name)  # Fail fast on an unknown name.
@@ -241,9 +268,14 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
 
   eval_fn = None
   if eval_every or best_metric:
+    family_text = {}
+    if convert is not None:  # The family's ids for the inputs and for each label word.
+      family_text = dict(convert=convert,
+                         encode_label=family_label_ids(tokenizer, model, template, label_words))
     eval_fn = evaluation.task_evaluator(mixture_or_task_name, split=eval_split,
                                         feature_lengths=lengths, mode=eval_mode,
-                                        batch_size=batch_size, max_examples=eval_examples)
+                                        batch_size=batch_size, max_examples=eval_examples,
+                                        **family_text)
   if best_metric and hasattr(task, 'tasks') and best_metric != 'average':
     # A mixture: each task has its own metrics; best.json tracks their macro average.
     logging.info('%s is a mixture: best.json tracks the macro average of its tasks\' '
@@ -327,20 +359,21 @@ def train_optiprompt(*, model_dir: str, task_name: str, checkpoint_path: str,
 
 def _converter(model: families.Family, path: Optional[str], template: Optional[str],
                label_words: Optional[Mapping[str, str]]
-               ) -> Optional[Callable[[Mapping[str, Any]], Dict[str, Any]]]:
-  """The example re-tokeniser of a BERT-like or GPT-2 run (None for T5)."""
+               ) -> Tuple[Optional[Callable[[Mapping[str, Any]], Dict[str, Any]]], Any]:
+  """(the example re-tokeniser, the tokenizer) of a BERT-like or GPT-2 run; (None, None) for T5."""
   if isinstance(model, families.EncoderDecoder):
     if template is not None or label_words is not None:
       raise ValueError('train.template / train.label_words re-tokenise text for BERT-likes and '
                        'GPT-2; a T5 run reads the task\'s own ids: unset them.')
-    return None
+    return None, None
   if template is None:
     raise ValueError(f'A {type(model).__name__} run needs train.template (where the task text and '
                      "the answer go, e.g. '{sentence} . It was {label} .') to tokenise the task "
                      f'with the tokenizer in {path}.')
   from prompt_recycling import family_tokenizers  # pylint: disable=g-import-not-at-top
   tokenizer = family_tokenizers.load_any(path)
-  return lambda example: family_example(example, tokenizer, model, template, label_words)
+  return (lambda example: family_example(example, tokenizer, model, template, label_words),
+          tokenizer)
 
 
 def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_step: int) -> None:

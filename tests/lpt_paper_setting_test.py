@@ -72,7 +72,7 @@ def test_roberta_paper_setting_trains_through_the_entry_point(tmp_path):
            *[f'--gin.{b}' for b in SIZES], '--gin.LPT_LAYER=1',
            '--gin.TRAIN_STEPS=60', '--gin.BATCH_SIZE=8', "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 1}",
            '--gin.lpt.adamw.learning_rate=3e-2', '--gin.train.save_every=60',
-           '--gin.train.log_every=1',
+           '--gin.train.log_every=1', '--gin.train.eval_examples=32',
            f"--gin.train.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
            f"--gin.train.data_dir='{shared_path()}'", "--gin.train.train_split='validation'"]
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3'}
@@ -84,6 +84,9 @@ def test_roberta_paper_setting_trains_through_the_entry_point(tmp_path):
   assert len(losses) == 60, losses
   # Measured: 11.50 -> 10.24 (a batch's loss varies by about 0.5 with its labels).
   assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.5, losses
+  # The run file evaluates as the authors do (every 100 steps and at the end): rank
+  # classification of ' terrible' / ' great' at <mask>, here on 32 validation sentences.
+  assert re.search(r'\[60\] .*accuracy=', (model_dir / 'log.txt').read_text())
   exported = np.load(model_dir / 'numpy_checkpoints' / 'checkpoint_60' / 'params.npz')
   assert exported['up/kernel'].shape == (128, 5 * 16)  # NPG: 128 -> 5 prompt vectors of 16.
 
@@ -146,3 +149,59 @@ def test_a_checkpoint_of_other_sizes_than_model_config_is_refused(tmp_path):
   params, family = train.load_model(str(tmp_path), dataclasses.replace(config, num_layers=2), 0)
   assert isinstance(family, families.MaskedLM) and family.config.dropout_rate == 0.1
   assert family.mask_id == 50264 and params['token_embedder']['embedding'].shape == (50265, 16)
+
+
+def test_roberta_evaluation_ranks_the_label_words_as_transformers_scores_them(tmp_path):
+  """Evaluation during a RoBERTa run (`evaluation.task_evaluator` with the run's re-tokeniser and
+  `train.family_label_ids`) gives the metrics of transformers' own masked-LM log-probabilities of
+  ' terrible' / ' great' at <mask>, on 24 real SST-2 validation sentences (accuracy, F1 and the
+  score-based AUCs, so every example's two scores count, not only its argmax)."""
+  if importlib.util.find_spec('seqio') is None:
+    pytest.skip('seqio is not installed: the evaluator reads the SeqIO task.')
+  from prompt_recycling import data, evaluation, family_checkpoints, family_tokenizers  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import partitioning, prompts, trainer  # pylint: disable=g-import-not-at-top
+  from tasks import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  checkpoint = tmp_path / 'hf'
+  _save_tiny_roberta(checkpoint)
+  template = '{sentence} . It was {label} .'
+  data.configure_tasks(str(shared_path('t5', 'sentencepiece.model')), str(shared_path()))
+  params, family = family_checkpoints.load_model(str(checkpoint))
+  tok = family_tokenizers.load_any(str(checkpoint))
+  evaluate_fn = evaluation.task_evaluator(
+      'glue_sst2_v2', split='validation', feature_lengths={'inputs': 64, 'targets': 1},
+      mode='rank', batch_size=8, max_examples=24,
+      convert=lambda ex: train.family_example(ex, tok, family, template, LABEL_WORDS),
+      encode_label=train.family_label_ids(tok, family, template, LABEL_WORDS))
+  steps = trainer.Steps(family, prompts.no_prompt(), None, partitioning.make_mesh(1))
+  metrics = evaluate_fn(steps, {}, steps.put_frozen(params), 0)
+
+  # Independently: the same sentences through transformers' RobertaForMaskedLM.
+  model = transformers.RobertaForMaskedLM.from_pretrained(str(checkpoint)).eval()
+  torch_tok = _tokenizer('roberta')
+  label_ids = [torch_tok.convert_tokens_to_ids('\u0120' + w) for w in ('terrible', 'great')]
+  examples = data.sample(data.seqio_examples('glue_sst2_v2', 'validation', None, shuffle=False,
+                                             per_host=False), 24)
+  scores, gold = [], []
+  for ex in examples:
+    sentence = ex['inputs_pretokenized'].split('sst2 sentence: ', 1)[1].strip()
+    ids = torch_tok(f'{sentence} . It was <mask> .', return_tensors='pt')['input_ids']
+    with torch.no_grad():
+      logits = model(ids).logits[0, int((ids[0] == torch_tok.mask_token_id).nonzero()[0, 0])]
+    scores.append(torch.log_softmax(logits.double(), -1)[label_ids].numpy())
+    gold.append(['negative', 'positive'].index(ex['targets_pretokenized']))
+  scores = np.stack(scores)
+  expected = metrics_lib.rank_classification_metrics(scores, gold)
+  assert metrics['num_examples'] == 24
+  assert metrics['accuracy'] == pytest.approx(100 * np.mean(scores.argmax(1) == gold))
+  for name in ('auc-roc', 'auc-pr'):
+    assert metrics[name] == pytest.approx(expected[name], abs=1e-3), name
+  assert 0 < np.mean(scores.argmax(1)) < 1, 'both labels predicted: the check can fail'
+
+
+def test_gpt2_evaluation_refuses_a_template_with_fields_after_the_label():
+  tok = _tokenizer('gpt2')
+  family = families.CausalLM(gpt2.GPT2Config(), eos_id=tok.eos_token_id)
+  with pytest.raises(ValueError, match='fields after'):
+    train.family_label_ids(tok, family, '{sentence1} ? {label} , {sentence2}', None)
+  label_ids = train.family_label_ids(tok, family, '{sentence} It was {label} .', LABEL_WORDS)
+  assert tok.decode(label_ids('positive')) == ' great .<|endoftext|>'
