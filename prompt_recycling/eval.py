@@ -9,7 +9,9 @@ r"""Evaluates a prompt on a task with the task's metrics (rank classification or
 Prints one JSON line of metrics (and writes it to EVAL_OUTPUT if set). A
 local HF BERT / RoBERTa / ALBERT / GPT-2 directory as INITIAL_CHECKPOINT_PATH
 scores OptiPrompt's LAMA P@1 of one relation (`optiprompt_<P>`, test split
-by default; `evaluate_optiprompt`). A
+by default; `evaluate_optiprompt`), or a SeqIO task's text through
+`evaluate.template` / `evaluate.label_words` (a late prompt of
+runs/lpt_finetune_roberta.gin: bind them as that file binds `train.`'s). A
 recycled prompt (`prompt_recycling.recycle --output_path=...`) loads the same way.
 
 Multi-host: every process runs the same command with `--multihost` (see
@@ -38,19 +40,23 @@ from prompt_recycling.models import t5
 
 def evaluate(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
              batch_size: int, initial_checkpoint_path: Optional[str],
-             prompt_method: prompts.PromptMethod, model_config: t5.T5Config = t5.T5Config(),
+             prompt_method: prompts.PromptMethod, model_config: Any = t5.T5Config(),
              split: str = 'validation', mode: str = 'rank', max_examples: Optional[int] = None,
              num_partitions: int = 1, output_path: Optional[str] = None, seed: int = 0,
              vocabulary_path: Optional[str] = None,
              data_dir: Optional[str] = None, lama_dir: Optional[str] = None,
              common_vocab: str = 'common_vocab_cased_be_ro_al.txt',
-             tokenizer_path: Optional[str] = None) -> Dict[str, Any]:
+             tokenizer_path: Optional[str] = None, template: Optional[str] = None,
+             label_words: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
   """Metrics of `prompt_method`'s prompt (e.g. from a file) on the frozen model.
 
-  A BERT-like / GPT-2 `initial_checkpoint_path` gives OptiPrompt's P@1
-  (`evaluate_optiprompt`; `lama_dir`, `common_vocab`, `tokenizer_path` are its).
+  A BERT-like / GPT-2 `initial_checkpoint_path` with an 'optiprompt_<P>' task
+  gives OptiPrompt's P@1 (`evaluate_optiprompt`; `lama_dir`, `common_vocab`,
+  `tokenizer_path` are its); with a SeqIO task, its text goes through
+  `template` and `label_words` as in training (`train.family_example`).
   """
-  if initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path):
+  if (initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path)
+      and mixture_or_task_name.startswith(optiprompt_run.TASK_PREFIX)):
     result = evaluate_optiprompt(
         task_name=mixture_or_task_name, checkpoint_path=initial_checkpoint_path,
         prompt_method=prompt_method, lama_dir=lama_dir, common_vocab=common_vocab,
@@ -59,14 +65,20 @@ def evaluate(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
     _report(result, output_path)
     return result
   data.configure_tasks(vocabulary_path, data_dir)
-  frozen = train_lib.load_frozen(initial_checkpoint_path, model_config, seed)
+  frozen, model = train_lib.load_model(initial_checkpoint_path, model_config, seed)
+  convert, tokenizer = train_lib.family_converter(model, initial_checkpoint_path, template,
+                                                  label_words)
+  family_text = {}
+  if convert is not None:  # A BERT-like / GPT-2: the task's text in its ids, as in training.
+    family_text = dict(convert=convert, encode_label=train_lib.family_label_ids(
+        tokenizer, model, template, label_words))
   mesh = partitioning.make_mesh(num_partitions)
-  steps = trainer.Steps(t5.T5(model_config), prompt_method, None, mesh)
+  steps = trainer.Steps(model, prompt_method, None, mesh)
   frozen = steps.put_frozen(frozen)
   params = steps.init_params(jax.random.key(seed), frozen)
   evaluate_fn = evaluation.task_evaluator(
       mixture_or_task_name, split=split, feature_lengths=dict(task_feature_lengths), mode=mode,
-      batch_size=batch_size, max_examples=max_examples)
+      batch_size=batch_size, max_examples=max_examples, **family_text)
   metrics = evaluate_fn(steps, params, frozen, 0)
   result = {'task': mixture_or_task_name, 'split': split, 'mode': mode, **metrics}
   _report(result, output_path)

@@ -254,7 +254,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   data.configure_tasks(vocabulary_path, data_dir)
   lengths = data.task_feature_lengths(mixture_or_task_name, task_feature_lengths)
   frozen, model = load_model(initial_checkpoint_path, model_config, seed)
-  convert, tokenizer = _converter(model, initial_checkpoint_path, template, label_words)
+  convert, tokenizer = family_converter(model, initial_checkpoint_path, template, label_words)
   mesh = partitioning.make_mesh(num_partitions)
   host_bs = data.host_batch_size(batch_size)
   task = data.get_task(mixture_or_task_name)  # Fail fast on an unknown name.
@@ -357,7 +357,7 @@ def train_optiprompt(*, model_dir: str, task_name: str, checkpoint_path: str,
       eval_every=every, best_metric=None, z_loss=0.0, enable_dropout=dropout, progress=progress)
 
 
-def _converter(model: families.Family, path: Optional[str], template: Optional[str],
+def family_converter(model: families.Family, path: Optional[str], template: Optional[str],
                label_words: Optional[Mapping[str, str]]
                ) -> Tuple[Optional[Callable[[Mapping[str, Any]], Dict[str, Any]]], Any]:
   """(the example re-tokeniser, the tokenizer) of a BERT-like or GPT-2 run; (None, None) for T5."""

@@ -11,6 +11,7 @@ with the tokenizers here; the GPT-2 files parse in documented_gin_test.
 """
 import dataclasses
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -89,6 +90,26 @@ def test_roberta_paper_setting_trains_through_the_entry_point(tmp_path):
   assert re.search(r'\[60\] .*accuracy=', (model_dir / 'log.txt').read_text())
   exported = np.load(model_dir / 'numpy_checkpoints' / 'checkpoint_60' / 'params.npz')
   assert exported['up/kernel'].shape == (128, 5 * 16)  # NPG: 128 -> 5 prompt vectors of 16.
+  # The eval command scores the exported late prompt on the same 32 sentences with the same
+  # template: the accuracy training logged at its last step.
+  logged = float(re.search(r'\[60\] .*?accuracy=([0-9.]+)',
+                           (model_dir / 'log.txt').read_text()).group(1))
+  eval_flags = ['--gin_file=gin_configs/models/roberta_large_lpt.gin',
+                '--gin_file=gin_configs/runs/prompt_eval.gin',
+                "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
+                f"--gin.INITIAL_CHECKPOINT_PATH='{checkpoint}'",
+                *[f'--gin.{b}' for b in SIZES], '--gin.LPT_LAYER=1', '--gin.BATCH_SIZE=8',
+                f"--gin.PROMPT_FILE='{model_dir / 'numpy_checkpoints' / 'checkpoint_60' / 'params.npz'}'",
+                "--gin.EVAL_MODE='rank'", '--gin.evaluate.max_examples=32',
+                "--gin.evaluate.template='{sentence} . It was {label} .'",
+                f'--gin.evaluate.label_words={LABEL_WORDS}',
+                f"--gin.evaluate.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
+                f"--gin.evaluate.data_dir='{shared_path()}'"]
+  result = subprocess.run([sys.executable, '-m', 'prompt_recycling.eval', *eval_flags], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  scored = json.loads(result.stdout.strip().splitlines()[-1])
+  assert scored['num_examples'] == 32 and scored['accuracy'] == pytest.approx(logged, abs=1e-3)
 
 
 def _tokenizer(kind):
