@@ -226,3 +226,58 @@ def test_gpt2_evaluation_refuses_a_template_with_fields_after_the_label():
     train.family_label_ids(tok, family, '{sentence1} ? {label} , {sentence2}', None)
   label_ids = train.family_label_ids(tok, family, '{sentence} It was {label} .', LABEL_WORDS)
   assert tok.decode(label_ids('positive')) == ' great .<|endoftext|>'
+
+
+def test_gpt2_evaluation_ranks_the_label_descriptions_as_transformers_scores_them(tmp_path):
+  """The GPT-2 side of the test above: ' terrible .' / ' great .' + end-of-text scored as the
+  continuation of [bos] + the sentence + ' It was' (the authors' generative format), against
+  transformers' GPT2LMHeadModel summed log-probabilities on 24 real SST-2 sentences."""
+  if importlib.util.find_spec('seqio') is None:
+    pytest.skip('seqio is not installed: the evaluator reads the SeqIO task.')
+  from prompt_recycling import data, evaluation, family_checkpoints, family_tokenizers  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import partitioning, prompts, trainer  # pylint: disable=g-import-not-at-top
+  from tasks import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  checkpoint = tmp_path / 'hf'
+  torch.manual_seed(0)
+  transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=50257, n_embd=16, n_layer=2, n_head=2, n_positions=160,
+      initializer_range=0.5)).save_pretrained(checkpoint)
+  for name in ('vocab.json', 'merges.txt'):
+    shutil.copy(shared_path('tokenizers', 'gpt2', name), checkpoint / name)
+  template = '{sentence} It was {label} .'
+  data.configure_tasks(str(shared_path('t5', 'sentencepiece.model')), str(shared_path()))
+  params, family = family_checkpoints.load_model(str(checkpoint))
+  tok = family_tokenizers.load_any(str(checkpoint))
+  evaluate_fn = evaluation.task_evaluator(
+      'glue_sst2_v2', split='validation', feature_lengths={'inputs': 64, 'targets': 4},
+      mode='rank', batch_size=8, max_examples=24,
+      convert=lambda ex: train.family_example(ex, tok, family, template, LABEL_WORDS),
+      encode_label=train.family_label_ids(tok, family, template, LABEL_WORDS))
+  steps = trainer.Steps(family, prompts.no_prompt(), None, partitioning.make_mesh(1))
+  metrics = evaluate_fn(steps, {}, steps.put_frozen(params), 0)
+
+  model = transformers.GPT2LMHeadModel.from_pretrained(str(checkpoint)).eval()
+  torch_tok = _tokenizer('gpt2')
+  endings = [torch_tok(f' {w} .')['input_ids'] + [torch_tok.eos_token_id]
+             for w in ('terrible', 'great')]
+  examples = data.sample(data.seqio_examples('glue_sst2_v2', 'validation', None, shuffle=False,
+                                             per_host=False), 24)
+  scores, gold = [], []
+  for ex in examples:
+    sentence = ex['inputs_pretokenized'].split('sst2 sentence: ', 1)[1].strip()
+    context = [torch_tok.bos_token_id] + torch_tok(f'{sentence} It was')['input_ids']
+    row = []
+    for ending in endings:
+      ids = torch.tensor([context + ending])
+      with torch.no_grad():
+        log_probs = torch.log_softmax(model(ids).logits[0].double(), -1)
+      row.append(sum(float(log_probs[len(context) - 1 + i, t]) for i, t in enumerate(ending)))
+    scores.append(row)
+    gold.append(['negative', 'positive'].index(ex['targets_pretokenized']))
+  scores = np.asarray(scores)
+  expected = metrics_lib.rank_classification_metrics(scores, gold)
+  assert metrics['num_examples'] == 24
+  assert metrics['accuracy'] == pytest.approx(100 * np.mean(scores.argmax(1) == gold))
+  for name in ('auc-roc', 'auc-pr'):
+    assert metrics[name] == pytest.approx(expected[name], abs=1e-3), name
+  assert 0 < np.mean(scores.argmax(1)) < 1, 'both labels predicted: the check can fail'
