@@ -11,10 +11,13 @@ removed after it; a JAX_COMPILATION_CACHE_DIR set by the user is used as is.
 
 The tests' programs are tiny, so XLA's LLVM optimisation costs more than it saves:
 JAX_DISABLE_MOST_OPTIMIZATIONS=1 (JAX's own switch for that case: LLVM at -O0 and
-no expensive passes; the HLO passes, and so the sharding and the arithmetic, are
+no expensive passes; the HLO passes, and so the sharding and the collectives, are
 unchanged) is set for the run and inherited by every command a test starts. On
 the tiny checkpoint's train step it cuts compilation from 15 s to 4 s with
 dropout (threefry's masks) and from 4.5 s to 2.9 s without, for steps ~30% slower.
+Results can differ from -O3's in the last bits (as on another CPU); every test
+compares runs made under the same setting, except where a test says otherwise
+(demo_models_test turns it off: its margins were measured fully optimised).
 Set it to 0 to test fully optimised code.
 """
 import os
