@@ -15,9 +15,9 @@ no expensive passes; the HLO passes, and so the sharding and the collectives, ar
 unchanged) is set for the run and inherited by every command a test starts. On
 the tiny checkpoint's train step it cuts compilation from 15 s to 4 s with
 dropout (threefry's masks) and from 4.5 s to 2.9 s without, for steps ~30% slower.
-Results can differ from -O3's in the last bits (as on another CPU); every test
-compares runs made under the same setting, except where a test says otherwise
-(demo_models_test turns it off: its margins were measured fully optimised).
+Results can differ from -O3's in the last bits (as on another CPU), and long
+training amplifies that: demo_models_test, whose margins were measured fully
+optimised, turns it off for itself.
 Set it to 0 to test fully optimised code.
 """
 import os
