@@ -59,10 +59,18 @@ def _final_prompt(model_dir, step):
   return np.load(pathlib.Path(model_dir) / 'numpy_checkpoints' / f'checkpoint_{step}' / 'prompt.npy')
 
 
-def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
-  full = _run(_command('train', *_train_flags(tmp_path / 'full', 12)))
-  assert full.returncode == 0, full.stderr[-3000:]
-  assert (tmp_path / 'full' / 'config.gin').exists()  # The operative config is written.
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory):
+  """MODEL_DIR of an uninterrupted 12-step run of the train command (read, never written, by
+  the tests): the killed run's reference, and the export `eval` and `infer` read."""
+  model_dir = tmp_path_factory.mktemp('trained') / 'run'
+  trained = _run(_command('train', *_train_flags(model_dir, 12)))
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  return model_dir
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(trained_run, tmp_path):
+  assert (trained_run / 'config.gin').exists()  # The operative config is written.
 
   killed_dir = tmp_path / 'killed'
   proc = subprocess.Popen(_command('train', *_train_flags(killed_dir, 12)), cwd=REPO, env=_env(),
@@ -79,20 +87,11 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'Resuming' in (killed_dir / 'log.txt').read_text()  # Details go to the run's log.
   assert 'Resuming' not in resumed.stderr  # Not to the terminal.
-  np.testing.assert_array_equal(_final_prompt(tmp_path / 'full', 12), _final_prompt(killed_dir, 12))
-
-
-@pytest.fixture(scope='module')
-def trained_run(tmp_path_factory):
-  """MODEL_DIR of a 3-step run of the train command (read, never written, by the tests)."""
-  model_dir = tmp_path_factory.mktemp('trained') / 'run'
-  trained = _run(_command('train', *_train_flags(model_dir, 3)))
-  assert trained.returncode == 0, trained.stderr[-3000:]
-  return model_dir
+  np.testing.assert_array_equal(_final_prompt(trained_run, 12), _final_prompt(killed_dir, 12))
 
 
 def test_eval_and_infer_read_the_numpy_export(trained_run, tmp_path):
-  prompt = trained_run / 'numpy_checkpoints' / 'checkpoint_3' / 'prompt.npy'
+  prompt = trained_run / 'numpy_checkpoints' / 'checkpoint_3' / 'prompt.npy'  # As a 3-step run's.
   # The model's gin file first, then the run's (as README and the module docstrings say):
   # the other way round, the model file's sampled-vocab init overrides the run file's
   # from_file init and PROMPT_FILE is silently ignored.
@@ -174,10 +173,10 @@ def test_unknown_task_lists_close_matches(tmp_path):
 
 def test_model_dir_of_another_run_is_refused(trained_run):
   before = sorted(p.relative_to(trained_run) for p in trained_run.rglob('*'))
-  other = _run(_command('train', *_train_flags(trained_run, 3, PROMPT_LENGTH=7)))
+  other = _run(_command('train', *_train_flags(trained_run, 12, PROMPT_LENGTH=7)))
   assert other.returncode != 0
   assert 'already holds a different run' in other.stderr
-  assert _final_prompt(trained_run, 3).shape == (5, 4)
+  assert _final_prompt(trained_run, 12).shape == (5, 4)
   assert sorted(p.relative_to(trained_run) for p in trained_run.rglob('*')) == before
 
 

@@ -57,10 +57,10 @@ def test_loss_halves_and_frozen_params_are_bit_identical(sst2_examples, tmp_path
   frozen = jax.device_get(trainer.random_frozen(t5.T5(config), jax.random.key(0), None))
   before = jax.tree.map(np.copy, frozen)
   method = prompts.prompt_tuning(20, prompts.sampled_vocab(1000))
-  state, losses = _train(config, frozen, sst2_examples, tmp_path, steps=150, save_every=150,
+  state, losses = _train(config, frozen, sst2_examples, tmp_path, steps=40, save_every=40,
                          method=method)
   first, last = np.mean(losses[:4]), np.mean(losses[-4:])
-  assert last < first / 2, (first, last)
+  assert last < first / 2, (first, last)  # Measured: 9.67 -> 2.64 (0.31 at 30 steps, 0.23 at 150).
   jax.tree.map(np.testing.assert_array_equal, before, frozen)
   # Only the prompt is trained state: nothing of the model is in it.
   assert set(state.params) == {'prompt'} and state.params['prompt'].shape == (20, 128)

@@ -170,12 +170,13 @@ def test_causal_lm_predict_is_greedy_continuation(gpt2_tokenizer):
   batch = fam.to_batch(examples, {'inputs': 40, 'targets': 3})
   prompt = jax.random.normal(jax.random.key(5), (2, 3, GPT2.emb_dim))
   predicted = np.asarray(jax.jit(fam.predict, static_argnums=3)(frozen, batch, {'prefix': prompt}, 3))
+  apply = jax.jit(fam.module.apply)  # One program per text length, not one per op.
   for row, ex in enumerate(examples):  # Reference: the module on the growing text, one row alone.
     text = list(ex['inputs'])
     for t in range(3):
       tokens, positions = layers.insert_prompt_slots(jnp.asarray([text]), 0, 3, 50256)
-      logits = fam.module.apply({'params': frozen}, tokens, prompt=prompt[row:row + 1],
-                                prompt_positions=positions)
+      logits = apply({'params': frozen}, tokens, prompt=prompt[row:row + 1],
+                     prompt_positions=positions)
       text.append(int(jnp.argmax(logits[0, -1])))
       assert predicted[row, t] == text[-1]
 

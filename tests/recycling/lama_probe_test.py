@@ -61,7 +61,7 @@ def test_one_pass_ranks_as_scoring_each_candidate(setup, t5_vocab):
   index = {w: i for i, w in enumerate(kept)}
   batch = lama_probe.make_batch([('Dante', 'Florence')], t5_vocab, index, 24, template=TEMPLATE)
   # Teacher forcing: every candidate's pass has the same decoder input [<pad>, <extra_id_0>].
-  logits = model.apply({'params': frozen}, batch['tokens'], np.array([[0, 32099]]))
+  logits = jax.jit(model.apply)({'params': frozen}, batch['tokens'], np.array([[0, 32099]]))
   log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
   scores = [float(log_probs[0, 0, 32099] + log_probs[0, 1, cid]) for cid in ids]
   one_pass = lama_probe.candidate_logits(model, frozen, batch['tokens'], batch['slot'], None, ids)
