@@ -44,7 +44,6 @@ from absl import flags
 import jax
 import numpy as np
 
-from prompt_recycling import checkpoints
 from prompt_recycling import cli
 from prompt_recycling import family_checkpoints
 from prompt_recycling import prompts

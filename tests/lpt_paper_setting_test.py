@@ -172,36 +172,52 @@ def test_a_checkpoint_of_other_sizes_than_model_config_is_refused(tmp_path):
   assert family.mask_id == 50264 and params['token_embedder']['embedding'].shape == (50265, 16)
 
 
+def _evaluate_family_dir(checkpoint, template, targets):
+  """(metrics, the evaluated examples): SST-2 validation's seeded 24 sentences ranked through the
+  evaluator a BERT-like / GPT-2 run uses (`evaluation.task_evaluator` with the run's re-tokeniser
+  and `train.family_label_ids`), no prompt."""
+  if importlib.util.find_spec('seqio') is None:
+    pytest.skip('seqio is not installed: the evaluator reads the SeqIO task.')
+  from prompt_recycling import data, evaluation, family_checkpoints, family_tokenizers  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import partitioning, prompts, trainer  # pylint: disable=g-import-not-at-top
+  data.configure_tasks(str(shared_path('t5', 'sentencepiece.model')), str(shared_path()))
+  params, family = family_checkpoints.load_model(str(checkpoint))
+  tok = family_tokenizers.load_any(str(checkpoint))
+  evaluate_fn = evaluation.task_evaluator(
+      'glue_sst2_v2', split='validation', feature_lengths={'inputs': 64, 'targets': targets},
+      mode='rank', batch_size=8, max_examples=24,
+      convert=lambda ex: train.family_example(ex, tok, family, template, LABEL_WORDS),
+      encode_label=train.family_label_ids(tok, family, template, LABEL_WORDS))
+  steps = trainer.Steps(family, prompts.no_prompt(), None, partitioning.make_mesh(1))
+  examples = data.sample(data.seqio_examples('glue_sst2_v2', 'validation', None, shuffle=False,
+                                             per_host=False), 24)
+  return evaluate_fn(steps, {}, steps.put_frozen(params), 0), examples
+
+
+def _assert_metrics_of(metrics, scores, gold):
+  """`metrics` are those of the independent `scores` [24, 2] ('terrible', 'great') and `gold`."""
+  from tasks import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  expected = metrics_lib.rank_classification_metrics(scores, gold)
+  assert metrics['num_examples'] == 24
+  assert metrics['accuracy'] == pytest.approx(100 * np.mean(scores.argmax(1) == gold))
+  for name in ('auc-roc', 'auc-pr'):
+    assert metrics[name] == pytest.approx(expected[name], abs=1e-3), name
+  assert 0 < np.mean(scores.argmax(1)) < 1, 'both labels predicted: the check can fail'
+
+
 def test_roberta_evaluation_ranks_the_label_words_as_transformers_scores_them(tmp_path):
   """Evaluation during a RoBERTa run (`evaluation.task_evaluator` with the run's re-tokeniser and
   `train.family_label_ids`) gives the metrics of transformers' own masked-LM log-probabilities of
   ' terrible' / ' great' at <mask>, on 24 real SST-2 validation sentences (accuracy, F1 and the
   score-based AUCs, so every example's two scores count, not only its argmax)."""
-  if importlib.util.find_spec('seqio') is None:
-    pytest.skip('seqio is not installed: the evaluator reads the SeqIO task.')
-  from prompt_recycling import data, evaluation, family_checkpoints, family_tokenizers  # pylint: disable=g-import-not-at-top
-  from prompt_recycling import partitioning, prompts, trainer  # pylint: disable=g-import-not-at-top
-  from tasks import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   checkpoint = tmp_path / 'hf'
   _save_tiny_roberta(checkpoint)
-  template = '{sentence} . It was {label} .'
-  data.configure_tasks(str(shared_path('t5', 'sentencepiece.model')), str(shared_path()))
-  params, family = family_checkpoints.load_model(str(checkpoint))
-  tok = family_tokenizers.load_any(str(checkpoint))
-  evaluate_fn = evaluation.task_evaluator(
-      'glue_sst2_v2', split='validation', feature_lengths={'inputs': 64, 'targets': 1},
-      mode='rank', batch_size=8, max_examples=24,
-      convert=lambda ex: train.family_example(ex, tok, family, template, LABEL_WORDS),
-      encode_label=train.family_label_ids(tok, family, template, LABEL_WORDS))
-  steps = trainer.Steps(family, prompts.no_prompt(), None, partitioning.make_mesh(1))
-  metrics = evaluate_fn(steps, {}, steps.put_frozen(params), 0)
+  metrics, examples = _evaluate_family_dir(checkpoint, '{sentence} . It was {label} .', targets=1)
 
   # Independently: the same sentences through transformers' RobertaForMaskedLM.
   model = transformers.RobertaForMaskedLM.from_pretrained(str(checkpoint)).eval()
   torch_tok = _tokenizer('roberta')
   label_ids = [torch_tok.convert_tokens_to_ids('\u0120' + w) for w in ('terrible', 'great')]
-  examples = data.sample(data.seqio_examples('glue_sst2_v2', 'validation', None, shuffle=False,
-                                             per_host=False), 24)
   scores, gold = [], []
   for ex in examples:
     sentence = ex['inputs_pretokenized'].split('sst2 sentence: ', 1)[1].strip()
@@ -210,13 +226,7 @@ def test_roberta_evaluation_ranks_the_label_words_as_transformers_scores_them(tm
       logits = model(ids).logits[0, int((ids[0] == torch_tok.mask_token_id).nonzero()[0, 0])]
     scores.append(torch.log_softmax(logits.double(), -1)[label_ids].numpy())
     gold.append(['negative', 'positive'].index(ex['targets_pretokenized']))
-  scores = np.stack(scores)
-  expected = metrics_lib.rank_classification_metrics(scores, gold)
-  assert metrics['num_examples'] == 24
-  assert metrics['accuracy'] == pytest.approx(100 * np.mean(scores.argmax(1) == gold))
-  for name in ('auc-roc', 'auc-pr'):
-    assert metrics[name] == pytest.approx(expected[name], abs=1e-3), name
-  assert 0 < np.mean(scores.argmax(1)) < 1, 'both labels predicted: the check can fail'
+  _assert_metrics_of(metrics, np.stack(scores), gold)
 
 
 def test_gpt2_evaluation_refuses_a_template_with_fields_after_the_label():
@@ -232,11 +242,6 @@ def test_gpt2_evaluation_ranks_the_label_descriptions_as_transformers_scores_the
   """The GPT-2 side of the test above: ' terrible .' / ' great .' + end-of-text scored as the
   continuation of [bos] + the sentence + ' It was' (the authors' generative format), against
   transformers' GPT2LMHeadModel summed log-probabilities on 24 real SST-2 sentences."""
-  if importlib.util.find_spec('seqio') is None:
-    pytest.skip('seqio is not installed: the evaluator reads the SeqIO task.')
-  from prompt_recycling import data, evaluation, family_checkpoints, family_tokenizers  # pylint: disable=g-import-not-at-top
-  from prompt_recycling import partitioning, prompts, trainer  # pylint: disable=g-import-not-at-top
-  from tasks import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   checkpoint = tmp_path / 'hf'
   torch.manual_seed(0)
   transformers.GPT2LMHeadModel(transformers.GPT2Config(
@@ -244,24 +249,12 @@ def test_gpt2_evaluation_ranks_the_label_descriptions_as_transformers_scores_the
       initializer_range=0.5)).save_pretrained(checkpoint)
   for name in ('vocab.json', 'merges.txt'):
     shutil.copy(shared_path('tokenizers', 'gpt2', name), checkpoint / name)
-  template = '{sentence} It was {label} .'
-  data.configure_tasks(str(shared_path('t5', 'sentencepiece.model')), str(shared_path()))
-  params, family = family_checkpoints.load_model(str(checkpoint))
-  tok = family_tokenizers.load_any(str(checkpoint))
-  evaluate_fn = evaluation.task_evaluator(
-      'glue_sst2_v2', split='validation', feature_lengths={'inputs': 64, 'targets': 4},
-      mode='rank', batch_size=8, max_examples=24,
-      convert=lambda ex: train.family_example(ex, tok, family, template, LABEL_WORDS),
-      encode_label=train.family_label_ids(tok, family, template, LABEL_WORDS))
-  steps = trainer.Steps(family, prompts.no_prompt(), None, partitioning.make_mesh(1))
-  metrics = evaluate_fn(steps, {}, steps.put_frozen(params), 0)
+  metrics, examples = _evaluate_family_dir(checkpoint, '{sentence} It was {label} .', targets=4)
 
   model = transformers.GPT2LMHeadModel.from_pretrained(str(checkpoint)).eval()
   torch_tok = _tokenizer('gpt2')
   endings = [torch_tok(f' {w} .')['input_ids'] + [torch_tok.eos_token_id]
              for w in ('terrible', 'great')]
-  examples = data.sample(data.seqio_examples('glue_sst2_v2', 'validation', None, shuffle=False,
-                                             per_host=False), 24)
   scores, gold = [], []
   for ex in examples:
     sentence = ex['inputs_pretokenized'].split('sst2 sentence: ', 1)[1].strip()
@@ -274,10 +267,4 @@ def test_gpt2_evaluation_ranks_the_label_descriptions_as_transformers_scores_the
       row.append(sum(float(log_probs[len(context) - 1 + i, t]) for i, t in enumerate(ending)))
     scores.append(row)
     gold.append(['negative', 'positive'].index(ex['targets_pretokenized']))
-  scores = np.asarray(scores)
-  expected = metrics_lib.rank_classification_metrics(scores, gold)
-  assert metrics['num_examples'] == 24
-  assert metrics['accuracy'] == pytest.approx(100 * np.mean(scores.argmax(1) == gold))
-  for name in ('auc-roc', 'auc-pr'):
-    assert metrics[name] == pytest.approx(expected[name], abs=1e-3), name
-  assert 0 < np.mean(scores.argmax(1)) < 1, 'both labels predicted: the check can fail'
+  _assert_metrics_of(metrics, np.asarray(scores), gold)

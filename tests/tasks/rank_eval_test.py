@@ -99,7 +99,7 @@ def test_label_words_scored_from_one_encoding_equal_a_row_per_candidate(tiny, ki
   # for a prefix prompt and for a late prompt (an encoder hook), including a
   # partial last batch.
   import jax  # pylint: disable=g-import-not-at-top
-  from prompt_recycling import lpt, prompts, trainer  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import lpt, trainer  # pylint: disable=g-import-not-at-top
   steps, params, frozen = tiny
   if kind == 'late_prompt':
     model = steps.family.module
