@@ -28,7 +28,6 @@ import jax
 
 from prompt_recycling import data
 from prompt_recycling import evaluation
-from prompt_recycling import family_checkpoints
 from prompt_recycling import gin_setup
 from prompt_recycling import optiprompt_run
 from prompt_recycling import partitioning
@@ -55,8 +54,7 @@ def evaluate(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
   `tokenizer_path` are its); with a SeqIO task, its text goes through
   `template` and `label_words` as in training (`train.family_example`).
   """
-  if (initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path)
-      and mixture_or_task_name.startswith(optiprompt_run.TASK_PREFIX)):
+  if optiprompt_run.applies(initial_checkpoint_path, mixture_or_task_name):
     result = evaluate_optiprompt(
         task_name=mixture_or_task_name, checkpoint_path=initial_checkpoint_path,
         prompt_method=prompt_method, lama_dir=lama_dir, common_vocab=common_vocab,

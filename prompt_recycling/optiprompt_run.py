@@ -51,6 +51,14 @@ Example = Dict[str, Any]
 TASK_PREFIX = 'optiprompt_'
 
 
+def applies(checkpoint_path: Optional[str], task_name: str) -> bool:
+  """Whether `train` / `eval` run this protocol: a BERT-like / GPT-2 directory and an
+  'optiprompt_<P>' task (any other task on such a directory goes through `train.template`)."""
+  from prompt_recycling import family_checkpoints  # pylint: disable=g-import-not-at-top
+  return bool(checkpoint_path) and task_name.startswith(TASK_PREFIX) and (
+      family_checkpoints.is_family_dir(checkpoint_path))
+
+
 def relation_of(task_name: str) -> str:
   """'optiprompt_P17' -> 'P17'.
 

@@ -227,8 +227,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   task runs `train_optiprompt` instead (`train_epochs`, `evals_per_epoch`,
   `lama_dir`, `common_vocab` and `tokenizer_path` are its).
   """
-  if (initial_checkpoint_path and family_checkpoints.is_family_dir(initial_checkpoint_path)
-      and mixture_or_task_name.startswith(optiprompt_run.TASK_PREFIX)):
+  if optiprompt_run.applies(initial_checkpoint_path, mixture_or_task_name):
     if train_steps is not None:
       raise ValueError(f'TRAIN_STEPS={train_steps}: a BERT-like / GPT-2 run trains OptiPrompt\'s '
                        'epochs over its relation (the steps follow from its facts); set '
