@@ -27,8 +27,10 @@ directory) when both specs name a 'tokenizer' (a tokenizer directory or a
 SentencePiece .model): rows are then paired through anchor words
 (`recycling.vocab.select_pairs`, 'auto' meaning 'words:pieces').
 """
+import concurrent.futures
 import pathlib
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+import threading
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
 
 import jax
 import numpy as np
@@ -50,6 +52,25 @@ from prompt_recycling.recycling import vocab as recycling_vocab
 
 TUNED = results_lib.TUNED
 Result = results_lib.Result
+_T = TypeVar('_T')
+
+
+def map_in_threads(fn: Callable[[Any], _T], items: Sequence[Any], workers: int) -> List[_T]:
+  """`[fn(x) for x in items]`, computed `workers` at a time in threads, in order.
+
+  For independent runs of small models: XLA splits one small op poorly over
+  CPU cores (a prompt-tuning step of the demo's models keeps one core busy
+  whatever the thread count), so runs side by side use the cores instead. JAX
+  releases the GIL while it computes. One process only: the processes of a
+  multi-host job must issue their collectives in the same order.
+  """
+  if workers > 1 and jax.process_count() > 1:
+    raise ValueError(f'workers={workers}: runs side by side are for one process; a '
+                     f'{jax.process_count()}-process job runs them one at a time (workers=1).')
+  if workers <= 1 or len(items) <= 1:
+    return [fn(x) for x in items]
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    return list(pool.map(fn, items))
 
 
 def _prompt_name(path: str) -> str:
@@ -116,6 +137,7 @@ class TargetModel:
     self.frozen = self.baseline_steps.put_frozen(params)
     self.embedding = np.asarray(families.embeddings(params))
     self._steps = {}
+    self._lock = threading.Lock()  # `evaluate` may be called from several threads.
 
   def baseline(self) -> float:
     return self.evaluate_fn(self.baseline_steps, {}, self.frozen, 0)
@@ -125,9 +147,11 @@ class TargetModel:
       raise ValueError(f'Prompt of shape {prompt.shape} does not fit a target of embed '
                        f'{self.config.emb_dim}.')
     length = prompt.shape[0]
-    if length not in self._steps:
-      self._steps[length] = trainer.Steps(self.model, prompts.prompt_tuning(length), None, self.mesh)
-    steps = self._steps[length]
+    with self._lock:
+      if length not in self._steps:
+        self._steps[length] = trainer.Steps(self.model, prompts.prompt_tuning(length), None,
+                                            self.mesh)
+      steps = self._steps[length]
     params = trainer.put_on_mesh({'prompt': prompt.astype(np.float32)}, steps.params_shardings)
     return self.evaluate_fn(steps, params, self.frozen, 0)
 
@@ -139,7 +163,8 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
         batch_size: int = 32, max_examples: Optional[int] = None, vocabulary: str = 'auto',
         retuned_prompt_files: Optional[Mapping[str, Sequence[str]]] = None,
         num_partitions: int = 1, seed: int = 0, vocabulary_path: Optional[str] = None,
-        data_dir: Optional[str] = None, progress: bool = True) -> List[Result]:
+        data_dir: Optional[str] = None, progress: bool = True, workers: int = 1
+        ) -> List[Result]:
   """Runs the grid and writes the results (see the module docstring).
 
   Args:
@@ -162,6 +187,8 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
       and local data files (`data.configure_tasks`; default: as already
       configured, e.g. by $PROMPT_RECYCLING_VOCAB, and TFDS).
     progress: show a progress bar over the grid.
+    workers: recycle and evaluate this many prompts at a time, in threads
+      (`map_in_threads`; the results do not depend on it).
 
   Returns:
     One `Result` per evaluated prompt; the target's zero-shot row has recycler
@@ -184,10 +211,9 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
     scores = target.baseline()
     results.append(Result('-', target_spec['name'], results_lib.BASELINE, '-', scores[metric],
                           scores.get('num_examples')))
-    for f in (retuned_prompt_files or {}).get(target_spec['name'], ()):
-      scores = target.evaluate(prompts.load_prompt(f))
-      results.append(Result(target_spec['name'], target_spec['name'], TUNED, _prompt_name(f),
-                            scores[metric], scores.get('num_examples')))
+    # (source name, display, prompt file, recycler, its fitted params) per evaluation.
+    jobs = [(target_spec['name'], TUNED, f, None, None)
+            for f in (retuned_prompt_files or {}).get(target_spec['name'], ())]
     for source_spec in sources:
       if source_spec['name'] == target_spec['name']:
         continue
@@ -202,14 +228,22 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
         recycler = recycling_base.get_recycler(name, **spec)
         fitted = recycling_base.fit_tables(recycler, source_emb, target.embedding, ids,
                                            jax.random.key(seed), target_ids)
-        for f in prompt_files.get(source_spec['name'], ()):
-          recycled = np.asarray(recycler.apply(fitted, prompts.load_prompt(f)))
-          scores = target.evaluate(recycled)
-          value = scores[metric]
-          results.append(Result(source_spec['name'], target_spec['name'], display,
-                                _prompt_name(f), value, scores.get('num_examples')))
-          bar.update(1)
-          bar.set_postfix(last=f'{display}:{value:.1f}')
+        jobs += [(source_spec['name'], display, f, recycler, fitted)
+                 for f in prompt_files.get(source_spec['name'], ())]
+
+    def evaluate(job, target=target, target_name=target_spec['name']):
+      source, display, f, recycler, fitted = job
+      prompt = prompts.load_prompt(f)
+      if recycler is not None:
+        prompt = np.asarray(recycler.apply(fitted, prompt))
+      value = target.evaluate(prompt)
+      if recycler is not None:
+        bar.update(1)
+        bar.set_postfix(last=f'{display}:{value[metric]:.1f}')
+      return Result(source, target_name, display, _prompt_name(f), value[metric],
+                    value.get('num_examples'))
+
+    results += map_in_threads(evaluate, jobs, workers)
   bar.close()
   results_lib.write(results, out, metric)
   return results

@@ -17,6 +17,8 @@ it stopped when rerun.
 import pathlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import tqdm
+
 from prompt_recycling import data
 from prompt_recycling import experiment
 from prompt_recycling import prompts
@@ -69,7 +71,8 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
         retune_targets: bool = True, metric: str = 'accuracy', eval_split: str = 'validation',
         eval_mode: str = 'rank', max_eval_examples: Optional[int] = None,
         vocabulary: str = 'auto', population: int = 5000, vocabulary_path: Optional[str] = None,
-        data_dir: Optional[str] = None, progress: bool = True) -> List[experiment.Result]:
+        data_dir: Optional[str] = None, progress: bool = True,
+        workers: int = 1) -> List[experiment.Result]:
   """Runs the whole protocol; see the module docstring.
 
   Args:
@@ -90,6 +93,8 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
     vocabulary_path, data_dir: where the tasks find their SentencePiece model
       and local data files (see `data.configure_tasks`).
     progress: progress bars.
+    workers: tune, recycle and evaluate this many prompts at a time, in
+      threads (`experiment.map_in_threads`; the results do not depend on it).
 
   Returns:
     The experiment's results.
@@ -99,24 +104,35 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
   out = pathlib.Path(output_dir)
   common = dict(prompt_length=prompt_length, train_steps=train_steps, batch_size=batch_size,
                 feature_lengths=lengths, learning_rate=learning_rate, population=population,
-                progress=progress)
-  source_prompts = [tune(models[source], task, out / 'runs' / f'{source}_{init}_{seed}',
-                         init=init, seed=seed, **common)
-                    for init in inits for seed in seeds]
-  # Prompts evaluated on the model they were tuned on: the source's own
-  # accuracy, and each target's upper bound.
-  retuned: Dict[str, List[str]] = {source: source_prompts}
+                progress=progress and workers <= 1)
+  # (model, run directory, init, seed) per prompt: the source's, then (retune_targets) one
+  # on each target, the upper bound, evaluated with the source's own on the model tuned on.
+  runs = [(source, out / 'runs' / f'{source}_{init}_{seed}', init, seed)
+          for init in inits for seed in seeds]
   if retune_targets:
-    for target in targets:
-      retuned[target] = [tune(models[target], task, out / 'runs' / f'{target}_{inits[0]}_retuned',
-                              init=inits[0], seed=seeds[0], **common)]
+    runs += [(target, out / 'runs' / f'{target}_{inits[0]}_retuned', inits[0], seeds[0])
+             for target in targets]
+  bar = tqdm.tqdm(total=len(runs), desc='tune', unit='prompt',
+                  disable=not progress or workers <= 1)
+
+  def tune_one(run):
+    name, model_dir, init, seed = run
+    path = tune(models[name], task, model_dir, init=init, seed=seed, **common)
+    bar.update(1)
+    return name, path
+
+  retuned: Dict[str, List[str]] = {}
+  for name, path in experiment.map_in_threads(tune_one, runs, workers):
+    retuned.setdefault(name, []).append(path)
+  bar.close()
+  source_prompts = retuned.get(source, [])
   return experiment.run(
       sources=[{'name': source, **models[source]}],
       targets=[{'name': t, **models[t]} for t in [source, *targets]],
       prompt_files={source: source_prompts}, recyclers=recyclers, task=task,
       output_dir=str(out), metric=metric, split=eval_split, mode=eval_mode,
       task_feature_lengths=lengths, batch_size=batch_size, max_examples=max_eval_examples,
-      vocabulary=vocabulary, retuned_prompt_files=retuned, progress=progress)
+      vocabulary=vocabulary, retuned_prompt_files=retuned, progress=progress, workers=workers)
 
 
 if __name__ == '__main__':

@@ -55,7 +55,8 @@ def test_protocol_recycles_and_evaluates_through_the_target(tmp_path, two_models
       train_steps=3, batch_size=8, task_feature_lengths=LENGTHS, max_eval_examples=16,
       population=1000, vocabulary='all',  # The recomputation below fits on every row.
       vocabulary_path=str(shared_path('t5', 'sentencepiece.model')),
-      data_dir=str(sst2_dir), progress=False)
+      data_dir=str(sst2_dir), progress=False,
+      workers=2)  # Side by side in threads; the checks below recompute one at a time.
 
   kinds = {(r.source, r.target, r.recycler) for r in results}
   assert ('-', 'B', 'baseline') in kinds and ('B', 'B', experiment.TUNED) in kinds
@@ -90,6 +91,15 @@ def test_protocol_recycles_and_evaluates_through_the_target(tmp_path, two_models
     recomputed[f'A_class_labels_{seed}@3'] = metrics['accuracy']
   recorded = {r.prompt: r.metric for r in results if r.recycler == 'v2v-lin'}
   assert recorded == pytest.approx(recomputed)
+  # A prompt tuned alongside another equals the same run tuned alone.
+  alone = protocol.tune(two_models['A'], 'glue_sst2_v2', tmp_path / 'alone', init='class_labels',
+                        seed=1, prompt_length=5, train_steps=3, batch_size=8,
+                        feature_lengths=LENGTHS, learning_rate=0.3, population=1000,
+                        progress=False)
+  np.testing.assert_array_equal(
+      prompts.load_prompt(alone),
+      prompts.load_prompt(out / 'runs' / 'A_class_labels_1' / 'numpy_checkpoints' / 'checkpoint_3'
+                          / 'prompt.npy'))
   baseline = next(r.metric for r in results if r.recycler == 'baseline' and r.target == 'B')
   assert any(v != baseline for v in recomputed.values()), (recomputed, baseline)
 
