@@ -69,8 +69,11 @@ def map_in_threads(fn: Callable[[Any], _T], items: Sequence[Any], workers: int) 
                      f'{jax.process_count()}-process job runs them one at a time (workers=1).')
   if workers <= 1 or len(items) <= 1:
     return [fn(x) for x in items]
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+  pool = concurrent.futures.ThreadPoolExecutor(workers)
+  try:
     return list(pool.map(fn, items))
+  finally:  # On an error (or Ctrl-C) start nothing more; let the running ones finish.
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _prompt_name(path: str) -> str:

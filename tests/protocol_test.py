@@ -1,5 +1,6 @@
 """The paper's protocol end to end on two small models: tune, recycle, evaluate through the target."""
 import csv
+import time
 
 import jax
 import numpy as np
@@ -107,3 +108,19 @@ def test_protocol_recycles_and_evaluates_through_the_target(tmp_path, two_models
 def test_mismatched_vocabularies_are_refused():
   with pytest.raises(ValueError, match='32128 and 32100 rows'):
     experiment.select_rows(np.zeros((32128, 4)), np.zeros((32100, 8)), 'all')
+
+
+def test_map_in_threads_keeps_the_order_and_starts_nothing_after_an_error():
+  assert experiment.map_in_threads(lambda x: x * x, list(range(7)), 3) == [x * x for x in range(7)]
+  started = []
+
+  def run(x):
+    started.append(x)
+    if x == 0:
+      raise ValueError('run 0 failed')
+    time.sleep(0.05)
+    return x
+
+  with pytest.raises(ValueError, match='run 0 failed'):
+    experiment.map_in_threads(run, list(range(20)), 2)
+  assert len(started) < 20, started
