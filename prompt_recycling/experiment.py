@@ -58,9 +58,9 @@ _T = TypeVar('_T')
 def map_in_threads(fn: Callable[[Any], _T], items: Sequence[Any], workers: int) -> List[_T]:
   """`[fn(x) for x in items]`, computed `workers` at a time in threads, in order.
 
-  For independent runs of small models: XLA splits one small op poorly over
-  CPU cores (a prompt-tuning step of the demo's models keeps one core busy
-  whatever the thread count), so runs side by side use the cores instead. JAX
+  For independent runs of small models: XLA splits their small ops poorly over
+  CPU cores (an evaluation pass of the demo's models is faster on one thread
+  than on two; BENCHMARKS.md), so runs side by side use the cores instead. JAX
   releases the GIL while it computes. One process only: the processes of a
   multi-host job must issue their collectives in the same order.
   """
@@ -239,12 +239,12 @@ def run(*, sources: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, 
       prompt = prompts.load_prompt(f)
       if recycler is not None:
         prompt = np.asarray(recycler.apply(fitted, prompt))
-      value = target.evaluate(prompt)
+      scores = target.evaluate(prompt)
       if recycler is not None:
         bar.update(1)
-        bar.set_postfix(last=f'{display}:{value[metric]:.1f}')
-      return Result(source, target_name, display, _prompt_name(f), value[metric],
-                    value.get('num_examples'))
+        bar.set_postfix(last=f'{display}:{scores[metric]:.1f}')
+      return Result(source, target_name, display, _prompt_name(f), scores[metric],
+                    scores.get('num_examples'))
 
     results += map_in_threads(evaluate, jobs, workers)
   bar.close()
