@@ -36,12 +36,11 @@ def _parse(module, gin_file, *bindings):
 
 def test_protocol_mini_binds_the_shipped_models_and_every_recycler():
   bound = _parse('protocol', 'gin_configs/recycling/protocol_mini.gin',
-                 "OUTPUT_DIR = '/tmp/x'", "MODEL_C = 'runs/pretrain_C/t5x/checkpoint_1500'",
-                 "TASK = 'imdb_reviews'", 'INPUTS_LENGTH = 256')
+                 "OUTPUT_DIR = '/tmp/x'", "TASK = 'imdb_reviews'", 'INPUTS_LENGTH = 256')
   assert bound['source'] == 'A' and bound['targets'] == ['B', 'C']
   assert bound['task'] == 'imdb_reviews'  # Macros reach the call.
   assert bound['task_feature_lengths'] == {'inputs': 256, 'targets': 4}
-  for name in ('A', 'B'):  # The shipped pair; C is made by REPRODUCTION.md's command.
+  for name in ('A', 'B', 'C'):  # The shipped models.
     assert (REPO / bound['models'][name]['path'] / 'checkpoint').is_file(), bound['models'][name]
   from prompt_recycling import recycling  # pylint: disable=g-import-not-at-top
   assert {r['name'] for r in bound['recyclers'].values()} == set(recycling.recycler_names())
@@ -82,7 +81,8 @@ def test_a_required_macro_nested_in_a_dict_is_named_not_passed_on(tmp_path):
   # would hand the program its sentinel object; the entry point names the macro.
   result = subprocess.run(
       [sys.executable, '-m', 'prompt_recycling.protocol',
-       '--gin_file=gin_configs/recycling/protocol_mini.gin', f"--gin.OUTPUT_DIR='{tmp_path}'"],
+       '--gin_file=gin_configs/recycling/protocol_mini.gin', f"--gin.OUTPUT_DIR='{tmp_path}'",
+       '--gin.MODEL_C=%gin.REQUIRED'],
       capture_output=True, text=True, cwd=REPO, timeout=300)
   assert result.returncode == 2, result.stderr[-2000:]
   error = result.stderr.strip().splitlines()[-1]
