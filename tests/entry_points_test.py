@@ -1,5 +1,11 @@
-"""The real commands, as a user runs them: train, kill, resume, eval, infer, bad inputs."""
+"""The real commands, as a user runs them: train, kill, resume, eval, infer, bad inputs.
+
+Where only a command's behaviour is checked, not its command line (a refusal
+raised inside the program), its flags are parsed and run in the test's process
+(`conftest.entry_point_arguments`), sparing an interpreter's start-up.
+"""
 import csv
+import importlib
 import json
 import os
 import pathlib
@@ -12,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import REPO, entry_point_arguments, gin_parsed, shared_path
 from prompt_recycling import checkpoints
 from prompt_recycling import data
 from prompt_recycling import vocabulary
@@ -171,11 +177,12 @@ def test_unknown_task_lists_close_matches(tmp_path):
   assert 'glue_sst2_v2' in result.stderr
 
 
-def test_model_dir_of_another_run_is_refused(trained_run):
+def test_model_dir_of_another_run_is_refused(trained_run, restore_task_settings):
+  from prompt_recycling import run_dir  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import train  # pylint: disable=g-import-not-at-top
   before = sorted(p.relative_to(trained_run) for p in trained_run.rglob('*'))
-  other = _run(_command('train', *_train_flags(trained_run, 12, PROMPT_LENGTH=7)))
-  assert other.returncode != 0
-  assert 'already holds a different run' in other.stderr
+  with pytest.raises(run_dir.RunMismatchError, match='already holds a different run'):
+    train.train(**entry_point_arguments('train', _train_flags(trained_run, 12, PROMPT_LENGTH=7)))
   assert _final_prompt(trained_run, 12).shape == (5, 4)
   assert sorted(p.relative_to(trained_run) for p in trained_run.rglob('*')) == before
 
@@ -186,13 +193,16 @@ def test_prompt_file_overridden_by_a_later_gin_file_is_refused(tmp_path, module)
   prompt = tmp_path / 'prompt.npy'
   np.save(prompt, np.zeros((5, 32), np.float32))
   out = tmp_path / 'out.json'
-  result = _run(_command(
-      module, f'--gin_file=gin_configs/runs/prompt_{module}.gin',
-      '--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin',
-      "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
-      f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
-      f"--gin.PROMPT_FILE='{prompt}'", f"--gin.EVAL_OUTPUT='{out}'", f"--gin.INFER_OUTPUT='{out}'"))
-  assert result.returncode != 0
-  assert f"PROMPT_FILE='{prompt}' is set, but prompts.prompt_tuning.init is bound to" in result.stderr
-  assert 'pass the model gin file' in result.stderr
+  flags = [f'--gin_file=gin_configs/runs/prompt_{module}.gin',
+           '--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin',
+           "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
+           f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
+           f"--gin.PROMPT_FILE='{prompt}'", f"--gin.EVAL_OUTPUT='{out}'",
+           f"--gin.INFER_OUTPUT='{out}'"]
+  # The command's `main`, under the gin its flags configure: it refuses before anything is read.
+  with pytest.raises(ValueError) as refused, gin_parsed(module, flags):
+    importlib.import_module(f'prompt_recycling.{module}').main([])
+  assert f"PROMPT_FILE='{prompt}' is set, but prompts.prompt_tuning.init is bound to" in str(
+      refused.value)
+  assert 'pass the model gin file' in str(refused.value)
   assert not out.exists()
