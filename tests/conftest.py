@@ -20,6 +20,7 @@ training amplifies that: demo_models_test, whose margins were measured fully
 optimised, turns it off for itself.
 Set it to 0 to test fully optimised code.
 """
+import contextlib
 import os
 import pathlib
 import shutil
@@ -142,3 +143,81 @@ def tiny_frozen():
   from prompt_recycling import checkpoints  # pylint: disable=g-import-not-at-top
   params, config = checkpoints.load_params(str(shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')))
   return config, params
+
+
+# Entry point module -> (its module path, the function its gin files configure).
+ENTRY_POINTS = {'train': ('prompt_recycling.train', 'train'),
+                'eval': ('prompt_recycling.eval', 'evaluate'),
+                'infer': ('prompt_recycling.infer', 'infer'),
+                'pretrain': ('prompt_recycling.pretrain', 'pretrain'),
+                'lama_transfer': ('prompt_recycling.lama_transfer', 'run')}
+_STAND_INS = {}
+
+
+def entry_point_stand_in(module: str):
+  """A gin configurable named like `module`'s function, with its real signature, that returns the
+  keyword arguments gin gives it.
+
+  One per process and entry point, shared by every test that parses an entry point's gin files:
+  two configurables of one name would make the files' selectors (`evaluate.batch_size`)
+  ambiguous. The real function is registered only by its command (`if __name__ == '__main__'`).
+  """
+  if module not in _STAND_INS:
+    import importlib  # pylint: disable=g-import-not-at-top
+    import inspect  # pylint: disable=g-import-not-at-top
+    import gin  # pylint: disable=g-import-not-at-top
+    path, name = ENTRY_POINTS[module]
+    real = getattr(importlib.import_module(path), name)
+
+    def record(**kwargs):
+      return kwargs
+
+    record.__signature__ = inspect.signature(real)
+    record.__name__ = name
+    _STAND_INS[module] = gin.configurable(name, module=f'stand_in_{module}')(record)
+  return _STAND_INS[module]
+
+
+@contextlib.contextmanager
+def gin_parsed(module: str, flags):
+  """Gin configured by `python -m prompt_recycling.<module>`'s `--gin_file=` / `--gin.NAME=VALUE`
+  flags, as the command parses them (`gin_setup.parse`: the files, then the bindings), its
+  function stood in for (`entry_point_stand_in`); cleared before and after."""
+  entry_point_stand_in(module)
+  import gin  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import gin_setup  # pylint: disable=g-import-not-at-top
+  files = [f[len('--gin_file='):] for f in flags if f.startswith('--gin_file=')]
+  bindings = [f[len('--gin.'):] for f in flags if f.startswith('--gin.')]
+  unknown = [f for f in flags if not f.startswith(('--gin_file=', '--gin.'))]
+  if unknown:
+    raise ValueError(f'gin_parsed takes --gin_file= and --gin. flags only, not {unknown}.')
+  gin.clear_config()
+  try:
+    gin_setup.parse(files, bindings)
+    yield
+  finally:
+    gin.clear_config()
+
+
+def entry_point_arguments(module: str, flags) -> dict:
+  """What `python -m prompt_recycling.<module> *flags` calls its function with, parsed in-process.
+
+  For tests that need the command's behaviour (numbers, files) rather than its command line;
+  each entry point keeps a test that runs it as a command. eval/infer first make their
+  command's PROMPT_FILE check (`gin_setup.check_prompt_file_is_used`), as their `main` does.
+  """
+  fn = entry_point_stand_in(module)
+  with gin_parsed(module, flags):
+    if module in ('eval', 'infer'):
+      from prompt_recycling import gin_setup  # pylint: disable=g-import-not-at-top
+      gin_setup.check_prompt_file_is_used()
+    return fn()
+
+
+@pytest.fixture
+def restore_task_settings():
+  """Undoes the `tasks` vocabulary / data source an in-process entry point points them at."""
+  yield
+  import tasks  # pylint: disable=g-import-not-at-top
+  tasks.reset_data_source()
+  tasks.set_vocabulary(None)

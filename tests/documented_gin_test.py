@@ -10,7 +10,6 @@ reference (prompt method, optimizer, mesh), as the command would before
 reading any checkpoint or data. eval/infer also run the command's PROMPT_FILE
 check.
 """
-import inspect
 import pathlib
 import re
 
@@ -18,14 +17,7 @@ import pytest
 
 gin = pytest.importorskip('gin')
 
-from conftest import REPO  # pylint: disable=g-import-not-at-top
-
-# Entry point module -> (its module path, the function gin configures).
-ENTRY_POINTS = {'train': ('prompt_recycling.train', 'train'),
-                'eval': ('prompt_recycling.eval', 'evaluate'),
-                'infer': ('prompt_recycling.infer', 'infer'),
-                'pretrain': ('prompt_recycling.pretrain', 'pretrain'),
-                'lama_transfer': ('prompt_recycling.lama_transfer', 'run')}
+from conftest import ENTRY_POINTS, REPO, entry_point_stand_in  # pylint: disable=g-import-not-at-top
 VOCAB = REPO / 'prompt_recycling' / 'assets' / 't5' / 'sentencepiece.model'
 # What the docs leave to the command line (`%gin.REQUIRED` or named as required).
 BINDINGS = ["MODEL_DIR = '/tmp/unused'", "MIXTURE_OR_TASK_NAME = 'glue_sst2_v2'",
@@ -100,32 +92,13 @@ def test_the_docs_name_the_commands_this_test_expects():
   assert len(COMBOS) > 40
 
 
-_REGISTERED = {}
-
-
-def _stand_in(module):
-  """A gin configurable named like the entry point's function, with its real signature."""
-  if module not in _REGISTERED:
-    import importlib  # pylint: disable=g-import-not-at-top
-    path, name = ENTRY_POINTS[module]
-    real = getattr(importlib.import_module(path), name)
-
-    def record(**kwargs):
-      return kwargs
-
-    record.__signature__ = inspect.signature(real)
-    record.__name__ = name
-    _REGISTERED[module] = gin.configurable(name, module=f'documented_{module}')(record)
-  return _REGISTERED[module]
-
-
 @pytest.mark.parametrize('module,files', COMBOS, ids=lambda x: x if isinstance(x, str) else
                          '+'.join(pathlib.Path(f).stem for f in x))
 def test_documented_combination_parses_against_the_real_signature(module, files):
   from prompt_recycling import gin_setup  # pylint: disable=g-import-not-at-top
   for f in files:
     assert (REPO / f).is_file(), f'{f} is named in the docs but does not exist.'
-  fn = _stand_in(module)
+  fn = entry_point_stand_in(module)  # Shared with the tests that run a command in-process.
   gin.clear_config()
   try:
     gin.parse_config(DEFAULTS)

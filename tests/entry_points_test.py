@@ -1,5 +1,11 @@
-"""The real commands, as a user runs them: train, kill, resume, eval, infer, bad inputs."""
+"""The real commands, as a user runs them: train, kill, resume, eval, infer, bad inputs.
+
+Where only a command's behaviour is checked, not its command line (a refusal
+raised inside the program), its flags are parsed and run in the test's process
+(`conftest.entry_point_arguments`), sparing an interpreter's start-up.
+"""
 import csv
+import importlib
 import json
 import os
 import pathlib
@@ -12,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import REPO, entry_point_arguments, gin_parsed, shared_path
 from prompt_recycling import checkpoints
 from prompt_recycling import data
 from prompt_recycling import vocabulary
@@ -36,7 +42,7 @@ def _train_flags(model_dir, steps, **extra):
            f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
            f'--gin.TRAIN_STEPS={steps}', '--gin.BATCH_SIZE=8',
            "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}",
-           '--gin.train.save_every=3', '--gin.train.eval_every=None',
+           '--gin.train.save_every=6', '--gin.train.eval_every=None',
            '--gin.train.best_metric=None', '--gin.train.log_every=1',
            f"--gin.train.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
            f"--gin.train.data_dir='{shared_path()}'", "--gin.train.train_split='validation'"]
@@ -91,7 +97,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(trained_run, tmp_path):
 
 
 def test_eval_and_infer_read_the_numpy_export(trained_run, tmp_path):
-  prompt = trained_run / 'numpy_checkpoints' / 'checkpoint_3' / 'prompt.npy'  # As a 3-step run's.
+  prompt = trained_run / 'numpy_checkpoints' / 'checkpoint_6' / 'prompt.npy'  # As a 6-step run's.
   # The model's gin file first, then the run's (as README and the module docstrings say):
   # the other way round, the model file's sampled-vocab init overrides the run file's
   # from_file init and PROMPT_FILE is silently ignored.
@@ -128,19 +134,22 @@ def test_eval_and_infer_read_the_numpy_export(trained_run, tmp_path):
   apply = jax.jit(t5.T5(config).apply)
   exported = np.load(prompt)
 
-  def logits(sentences, decoder_inputs):
-    enc = np.asarray([(vocab.encode(f'sst2 sentence: {s}')[:31] + [1] + [0] * 32)[:32]
-                      for s in sentences], np.int32)
+  def logits(sentences, decoder_inputs, inputs_length):
+    """Inputs cut at `inputs_length` tokens (EOS last), or uncut (None)."""
+    ids = [vocab.encode(f'sst2 sentence: {s}') for s in sentences]
+    length = inputs_length or max(len(i) for i in ids) + 1
+    enc = np.asarray([(i[:length - 1] + [1] + [0] * length)[:length] for i in ids], np.int32)
     prefix = np.broadcast_to(exported, (len(sentences),) + exported.shape)
     return np.asarray(apply({'params': params}, enc, np.asarray(decoder_inputs, np.int32),
                             prefix=prefix), np.float64)
 
-  # eval: rank classification of evaluate.max_examples=16 drawn with data.sample's seed 0.
+  # eval: rank classification of evaluate.max_examples=16 drawn with data.sample's seed 0, the
+  # inputs uncut (as t5x evaluates; TASK_FEATURE_LENGTHS cuts training's inputs only).
   picked = data.sample(dev, 16, seed=0)
   scores = []
   for word in ('negative', 'positive'):
     target = vocab.encode(word) + [1]
-    log_probs = logits([s for s, _ in picked], [[0] + target[:-1]] * len(picked))
+    log_probs = logits([s for s, _ in picked], [[0] + target[:-1]] * len(picked), None)
     top = log_probs.max(-1, keepdims=True)
     log_probs -= top + np.log(np.exp(log_probs - top).sum(-1, keepdims=True))
     scores.append(log_probs[:, np.arange(len(target)), target].sum(-1))
@@ -154,7 +163,7 @@ def test_eval_and_infer_read_the_numpy_export(trained_run, tmp_path):
   tokens = np.zeros((16, 4), np.int64)
   for step in range(4):
     decoder_inputs = np.concatenate([np.zeros((16, 1), np.int64), tokens[:, :-1]], axis=1)
-    tokens[:, step] = logits([s for s, _ in first], decoder_inputs)[:, step].argmax(-1)
+    tokens[:, step] = logits([s for s, _ in first], decoder_inputs, 32)[:, step].argmax(-1)
   cut = [list(row[:list(row).index(1)]) if 1 in row else list(row) for row in tokens]  # At EOS.
   decoded = [vocab.decode([int(t) for t in row]) for row in cut]
   assert len(set(decoded)) > 1  # Predictions that vary with the input: their agreement is telling.
@@ -171,11 +180,12 @@ def test_unknown_task_lists_close_matches(tmp_path):
   assert 'glue_sst2_v2' in result.stderr
 
 
-def test_model_dir_of_another_run_is_refused(trained_run):
+def test_model_dir_of_another_run_is_refused(trained_run, restore_task_settings):
+  from prompt_recycling import run_dir  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import train  # pylint: disable=g-import-not-at-top
   before = sorted(p.relative_to(trained_run) for p in trained_run.rglob('*'))
-  other = _run(_command('train', *_train_flags(trained_run, 12, PROMPT_LENGTH=7)))
-  assert other.returncode != 0
-  assert 'already holds a different run' in other.stderr
+  with pytest.raises(run_dir.RunMismatchError, match='already holds a different run'):
+    train.train(**entry_point_arguments('train', _train_flags(trained_run, 12, PROMPT_LENGTH=7)))
   assert _final_prompt(trained_run, 12).shape == (5, 4)
   assert sorted(p.relative_to(trained_run) for p in trained_run.rglob('*')) == before
 
@@ -186,13 +196,16 @@ def test_prompt_file_overridden_by_a_later_gin_file_is_refused(tmp_path, module)
   prompt = tmp_path / 'prompt.npy'
   np.save(prompt, np.zeros((5, 32), np.float32))
   out = tmp_path / 'out.json'
-  result = _run(_command(
-      module, f'--gin_file=gin_configs/runs/prompt_{module}.gin',
-      '--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin',
-      "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
-      f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
-      f"--gin.PROMPT_FILE='{prompt}'", f"--gin.EVAL_OUTPUT='{out}'", f"--gin.INFER_OUTPUT='{out}'"))
-  assert result.returncode != 0
-  assert f"PROMPT_FILE='{prompt}' is set, but prompts.prompt_tuning.init is bound to" in result.stderr
-  assert 'pass the model gin file' in result.stderr
+  flags = [f'--gin_file=gin_configs/runs/prompt_{module}.gin',
+           '--gin_file=gin_configs/test/tiny_checkpoint_prompt.gin',
+           "--gin.MIXTURE_OR_TASK_NAME='glue_sst2_v2'",
+           f"--gin.INITIAL_CHECKPOINT_PATH='{shared_path('t5', 'test_t5_1_1_tiny', 'checkpoint_3')}'",
+           f"--gin.PROMPT_FILE='{prompt}'", f"--gin.EVAL_OUTPUT='{out}'",
+           f"--gin.INFER_OUTPUT='{out}'"]
+  # The command's `main`, under the gin its flags configure: it refuses before anything is read.
+  with pytest.raises(ValueError) as refused, gin_parsed(module, flags):
+    importlib.import_module(f'prompt_recycling.{module}').main([])
+  assert f"PROMPT_FILE='{prompt}' is set, but prompts.prompt_tuning.init is bound to" in str(
+      refused.value)
+  assert 'pass the model gin file' in str(refused.value)
   assert not out.exists()

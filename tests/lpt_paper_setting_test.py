@@ -11,7 +11,6 @@ with the tokenizers here; the GPT-2 files parse in documented_gin_test.
 """
 import dataclasses
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import REPO, entry_point_arguments, shared_path
 from prompt_recycling import train
 from prompt_recycling.models import encoder
 from prompt_recycling.models import family as families
@@ -53,7 +52,7 @@ def _losses(log_text):
   return [float(x) for x in re.findall(r'\] cross_ent_loss=.*?\bloss=([0-9.eE+-]+)', log_text)]
 
 
-def test_roberta_paper_setting_trains_through_the_entry_point(tmp_path):
+def test_roberta_paper_setting_trains_through_the_entry_point(tmp_path, restore_task_settings):
   """60 steps of batch 8 on real SST-2 text; the mean loss of the last 10 steps is clearly lower.
 
   The random model is drawn with weights of std 0.5 (transformers' initializer_range; default
@@ -90,8 +89,9 @@ def test_roberta_paper_setting_trains_through_the_entry_point(tmp_path):
   assert re.search(r'\[60\] .*accuracy=', (model_dir / 'log.txt').read_text())
   exported = np.load(model_dir / 'numpy_checkpoints' / 'checkpoint_60' / 'params.npz')
   assert exported['up/kernel'].shape == (128, 5 * 16)  # NPG: 128 -> 5 prompt vectors of 16.
-  # The eval command scores the exported late prompt on the same 32 sentences with the same
-  # template: the accuracy training logged at its last step.
+  # The eval command's gin files and flags score the exported late prompt on the same 32
+  # sentences with the same template: the accuracy training logged at its last step. (Run in
+  # this process, its start-up spared: eval's command line is tested in entry_points_test.)
   logged = float(re.search(r'\[60\] .*?accuracy=([0-9.]+)',
                            (model_dir / 'log.txt').read_text()).group(1))
   eval_flags = ['--gin_file=gin_configs/models/roberta_large_lpt.gin',
@@ -105,10 +105,8 @@ def test_roberta_paper_setting_trains_through_the_entry_point(tmp_path):
                 f'--gin.evaluate.label_words={LABEL_WORDS}',
                 f"--gin.evaluate.vocabulary_path='{shared_path('t5', 'sentencepiece.model')}'",
                 f"--gin.evaluate.data_dir='{shared_path()}'"]
-  result = subprocess.run([sys.executable, '-m', 'prompt_recycling.eval', *eval_flags], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  scored = json.loads(result.stdout.strip().splitlines()[-1])
+  from prompt_recycling import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  scored = eval_lib.evaluate(**entry_point_arguments('eval', eval_flags))
   assert scored['num_examples'] == 32 and scored['accuracy'] == pytest.approx(logged, abs=1e-3)
 
 

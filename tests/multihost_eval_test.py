@@ -1,9 +1,14 @@
 """`eval` and `infer --multihost` on 2 processes (gloo, 2 CPU devices each) equal one process.
 
-Through the real commands. Evaluation: SST-2's whole validation split, 872
-examples at batch 32, so the last global batch holds 8 real rows, all in
-process 0's half (process 1 feeds padding only). Inference: 13 examples at
-batch 8, the last batch split 4 real rows / 1 real row.
+The two processes run the real commands. The one-process reference is the same
+command's gin files and bindings parsed and run in the test's own process
+(`conftest.entry_point_arguments`; its 8 CPU devices): the command line of
+each is tested in tests/entry_points_test.py, and two more interpreters here
+would cost their start-up (TensorFlow, SeqIO) for nothing this test checks.
+Evaluation: SST-2's whole validation split, 872 examples at batch 32, so the
+last global batch holds 8 real rows, all in process 0's half (process 1 feeds
+padding only). Inference: 13 examples at batch 8, the last batch split 4 real
+rows / 1 real row.
 """
 import json
 import os
@@ -14,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import REPO, entry_point_arguments, shared_path
 
 pytest.importorskip('seqio')
 
@@ -40,19 +45,25 @@ def _flags(module, prompt, out, batch_size, max_examples):
           f"--gin.EVAL_OUTPUT='{out}'" if module == 'eval' else f"--gin.INFER_OUTPUT='{out}'"]
 
 
+def _run_here(module, flags):
+  """What `python -m prompt_recycling.<module> *flags` computes, run in this process."""
+  from prompt_recycling import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import infer as infer_lib  # pylint: disable=g-import-not-at-top
+  fn = {'eval': eval_lib.evaluate, 'infer': infer_lib.infer}[module]
+  fn(**entry_point_arguments(module, flags))
+
+
 def _run(module, flags, num_processes):
-  """Runs `python -m prompt_recycling.<module>` as `num_processes` processes; never hangs."""
+  """Runs `python -m prompt_recycling.<module> --multihost` as `num_processes` processes; never
+  hangs."""
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3',
          'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
          'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'}
   cmd = [sys.executable, '-m', f'prompt_recycling.{module}', *flags]
-  if num_processes > 1:
-    port = _free_port()
-    cmds = [cmd + ['--multihost', f'--coordinator_address=127.0.0.1:{port}',
-                   f'--num_processes={num_processes}', f'--process_id={i}']
-            for i in range(num_processes)]
-  else:
-    cmds = [cmd]
+  port = _free_port()
+  cmds = [cmd + ['--multihost', f'--coordinator_address=127.0.0.1:{port}',
+                 f'--num_processes={num_processes}', f'--process_id={i}']
+          for i in range(num_processes)]
   procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
            for c in cmds]
   try:
@@ -74,9 +85,9 @@ def prompt(tmp_path_factory):
   return path
 
 
-def test_eval_two_processes_equal_one(tmp_path, prompt):
+def test_eval_two_processes_equal_one(tmp_path, prompt, restore_task_settings):
   one, two = tmp_path / 'one.json', tmp_path / 'two.json'
-  _run('eval', _flags('eval', prompt, one, 32, None), 1)
+  _run_here('eval', _flags('eval', prompt, one, 32, None))
   _run('eval', _flags('eval', prompt, two, 32, None), 2)
   one, two = json.loads(one.read_text()), json.loads(two.read_text())
   # Every prediction-based metric is identical; AUC, from float32 scores of batches laid out
@@ -87,9 +98,9 @@ def test_eval_two_processes_equal_one(tmp_path, prompt):
   assert 0 < one['accuracy'] < 100
 
 
-def test_infer_two_processes_equal_one(tmp_path, prompt):
+def test_infer_two_processes_equal_one(tmp_path, prompt, restore_task_settings):
   one, two = tmp_path / 'one.jsonl', tmp_path / 'two.jsonl'
-  _run('infer', _flags('infer', prompt, one, 8, 13), 1)
+  _run_here('infer', _flags('infer', prompt, one, 8, 13))
   _run('infer', _flags('infer', prompt, two, 8, 13), 2)
   rows = [json.loads(line) for line in one.read_text().splitlines()]
   assert len(rows) == 13

@@ -3,7 +3,9 @@
 The end-to-end test saves a small random-init RoBERTa with transformers
 (`save_pretrained`, the real roberta-base tokenizer files beside it), trains a
 prompt on a real LAMA relation with runs/optiprompt_lama.gin and scores it with
-runs/optiprompt_lama_eval.gin, both as commands; P@1 is then recomputed here
+runs/optiprompt_lama_eval.gin (the train command; then the eval command's flags,
+run in this process: eval's command line is tested in entry_points_test, and a
+second interpreter would only add its start-up); P@1 is then recomputed here
 with transformers' PyTorch model, its inputs built from the tokenizer and the
 raw .jsonl files (not from `optiprompt.py`) and the learned vectors written
 into the input embeddings. The optimizer is checked against transformers'
@@ -18,7 +20,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, shared_path
+from conftest import REPO, entry_point_arguments, shared_path
 
 from prompt_recycling import optiprompt_run
 from prompt_recycling import partitioning
@@ -191,7 +193,7 @@ def _run(module, *flags):
   return result
 
 
-def test_train_then_eval_through_the_commands_p_at_1_equals_transformers(roberta_dir, tmp_path):
+def test_train_command_then_eval_p_at_1_equals_transformers(roberta_dir, tmp_path):
   model_dir = tmp_path / 'run'
   common = ['--gin_file=gin_configs/models/hf/roberta_base.gin',
             f"--gin.ROBERTA_BASE_DIR='{roberta_dir}'",
@@ -217,9 +219,10 @@ def test_train_then_eval_through_the_commands_p_at_1_equals_transformers(roberta
   assert best['value'] == pytest.approx(dev_p1, abs=1e-9)
   assert 0 < best['value'] < 100
 
-  result = _run('eval', *common, '--gin_file=gin_configs/runs/optiprompt_lama_eval.gin',
-                f"--gin.PROMPT_FILE='{model_dir / 'best_prompt.npy'}'")
-  line = json.loads(result.stdout.strip().splitlines()[-1])
+  from prompt_recycling import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  line = eval_lib.evaluate(**entry_point_arguments(
+      'eval', [*common, '--gin_file=gin_configs/runs/optiprompt_lama_eval.gin',
+               f"--gin.PROMPT_FILE='{model_dir / 'best_prompt.npy'}'"]))
   test_p1, n = ref.precision(_facts('test', ref.words), prompt)
   assert (line['split'], line['num_examples']) == ('test', n)
   assert line['p@1'] == pytest.approx(test_p1, abs=1e-9)
