@@ -4,10 +4,6 @@ import os
 import subprocess
 import sys
 
-from absl import flags
-from absl.testing import flagsaver
-import pytest
-
 from conftest import REPO
 from conftest import shared_path
 import tasks
@@ -51,19 +47,7 @@ def test_command_line(sentencepiece_model):
   assert run.returncode == 0, run.stderr[-2000:]
   assert "inputs: sst2 sentence: it 's a charming and often affecting journey ." in run.stdout
   assert 'targets: positive' in run.stdout
-
-
-def test_unknown_task_is_one_line_naming_close_matches():
-  """The command's `main` with its flags parsed, in-process (test_command_line runs the command):
-  `sys.exit` of the one line, which Python prints to stderr with exit status 1."""
-  was_parsed = flags.FLAGS.is_parsed()
-  try:
-    with flagsaver.flagsaver(), pytest.raises(SystemExit) as exited:
-      flags.FLAGS(['show_tasks', '--task=glue_sst', '--n=1'])
-      show_tasks.main(['show_tasks'])
-  finally:
-    if not was_parsed:
-      flags.FLAGS.unparse_flags()
-  assert isinstance(exited.value.code, str)  # Printed to stderr, exit status 1.
-  assert exited.value.code.startswith(
-      "error: Unknown task or mixture 'glue_sst'. Did you mean: glue_sst2_v2")
+  bad = subprocess.run([sys.executable, '-m', 'tasks.show_tasks', '--task=glue_sst', '--n=1'],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert bad.returncode == 1
+  assert "error: Unknown task or mixture 'glue_sst'. Did you mean: glue_sst2_v2" in bad.stderr
