@@ -11,7 +11,9 @@ after is printed next to the times.
 
 Prints one JSON line: wall_s, tune_s (start -> last run's export),
 recycle_eval_s (the rest up to the end), runs, exit code, load averages, and
-XLA_FLAGS as set.
+XLA_FLAGS as set here (the demo adds --xla_cpu_multi_thread_eigen=false itself
+and runs --workers prompts at a time, one per core by default: pass demo flags
+after `--`, e.g. `-- --workers=1`).
 """
 import argparse
 import json
