@@ -144,7 +144,8 @@ def single_threaded_xla() -> None:
 def main(argv):
   del argv
   single_threaded_xla()
-  workers = _WORKERS.value or len(os.sched_getaffinity(0))
+  workers = _WORKERS.value or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                               else os.cpu_count() or 1)  # macOS has no sched_getaffinity.
   out = pathlib.Path(_OUTPUT_DIR.value)
   out.mkdir(parents=True, exist_ok=True)
   cli.log_to(str(out / 'log.txt'))
