@@ -66,17 +66,14 @@ def evaluate(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
   frozen, model = train_lib.load_model(initial_checkpoint_path, model_config, seed)
   convert, tokenizer = train_lib.family_converter(model, initial_checkpoint_path, template,
                                                   label_words)
-  family_text = {}
-  if convert is not None:  # A BERT-like / GPT-2: the task's text in its ids, as in training.
-    family_text = dict(convert=convert, encode_label=train_lib.family_label_ids(
-        tokenizer, model, template, label_words))
   mesh = partitioning.make_mesh(num_partitions)
   steps = trainer.Steps(model, prompt_method, None, mesh)
   frozen = steps.put_frozen(frozen)
   params = steps.init_params(jax.random.key(seed), frozen)
   evaluate_fn = evaluation.task_evaluator(
       mixture_or_task_name, split=split, feature_lengths=dict(task_feature_lengths), mode=mode,
-      batch_size=batch_size, max_examples=max_examples, **family_text)
+      batch_size=batch_size, max_examples=max_examples,
+      **train_lib.family_evaluator_args(convert, tokenizer, model, template, label_words))
   metrics = evaluate_fn(steps, params, frozen, 0)
   result = {'task': mixture_or_task_name, 'split': split, 'mode': mode, **metrics}
   _report(result, output_path)

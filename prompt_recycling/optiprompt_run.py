@@ -195,7 +195,7 @@ def correct_fn(family: Any, method: Any) -> Callable[..., jax.Array]:
   model and method: each call compiles once per batch shape.
   """
   def correct(params, frozen, batch, candidates):
-    model_params = frozen if method.model_params is None else method.model_params(params, frozen)
+    model_params = method.model_variables(params, frozen)
     rows = batch['decoder_target_tokens'].shape[0]
     logits = family.logits(model_params, batch, method.encoder_args(params, rows))
     at = jnp.argmax(batch['decoder_loss_weights'], axis=1)  # [batch], one target per row

@@ -45,6 +45,10 @@ class PromptMethod(NamedTuple):
   # (params, frozen) -> scalar added to the per-token training loss (e.g. wayward.py).
   penalty: Optional[Callable[[Any, Any], Any]] = None
 
+  def model_variables(self, params: Any, frozen: Any) -> Any:
+    """The parameters the model runs with: `model_params(params, frozen)`, or the frozen ones."""
+    return frozen if self.model_params is None else self.model_params(params, frozen)
+
 
 def random_uniform(scale: float = 0.5, centered: bool = False) -> Initializer:
   """Uniform random prompt: U[0, scale) by default, U[-scale, scale) with `centered`.

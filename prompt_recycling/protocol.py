@@ -115,8 +115,8 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
   bar = tqdm.tqdm(total=len(runs), desc='tune', unit='prompt',
                   disable=not progress or workers <= 1)
 
-  def tune_one(run):
-    name, model_dir, init, seed = run
+  def tune_one(job):
+    name, model_dir, init, seed = job
     path = tune(models[name], task, model_dir, init=init, seed=seed, **common)
     bar.update(1)
     return name, path

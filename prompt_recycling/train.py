@@ -267,14 +267,10 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
 
   eval_fn = None
   if eval_every or best_metric:
-    family_text = {}
-    if convert is not None:  # The family's ids for the inputs and for each label word.
-      family_text = dict(convert=convert,
-                         encode_label=family_label_ids(tokenizer, model, template, label_words))
-    eval_fn = evaluation.task_evaluator(mixture_or_task_name, split=eval_split,
-                                        feature_lengths=lengths, mode=eval_mode,
-                                        batch_size=batch_size, max_examples=eval_examples,
-                                        **family_text)
+    eval_fn = evaluation.task_evaluator(
+        mixture_or_task_name, split=eval_split, feature_lengths=lengths, mode=eval_mode,
+        batch_size=batch_size, max_examples=eval_examples,
+        **family_evaluator_args(convert, tokenizer, model, template, label_words))
   if best_metric and hasattr(task, 'tasks') and best_metric != 'average':
     # A mixture: each task has its own metrics; best.json tracks their macro average.
     logging.info('%s is a mixture: best.json tracks the macro average of its tasks\' '
@@ -373,6 +369,18 @@ def family_converter(model: families.Family, path: Optional[str], template: Opti
   tokenizer = family_tokenizers.load_any(path)
   return (lambda example: family_example(example, tokenizer, model, template, label_words),
           tokenizer)
+
+
+def family_evaluator_args(convert, tokenizer: Any, model: families.Family,
+                          template: Optional[str], label_words: Optional[Mapping[str, str]]
+                          ) -> Dict[str, Any]:
+  """`evaluation.task_evaluator`'s `convert` and `encode_label` for a BERT-like or GPT-2 run
+  (`family_converter`'s re-tokeniser and tokenizer): the family's ids for the inputs and for
+  each label word, as training builds them. {} for T5."""
+  if convert is None:
+    return {}
+  return dict(convert=convert,
+              encode_label=family_label_ids(tokenizer, model, template, label_words))
 
 
 def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_step: int) -> None:

@@ -102,7 +102,7 @@ def _logits(params, frozen, batch, rng, *, model: Model, method: prompts.PromptM
   """[batch, target_length, vocab] logits aligned with `decoder_target_tokens`."""
   batch_size = batch['decoder_target_tokens'].shape[0]
   rngs = {'dropout': rng} if enable_dropout else None
-  model_params = frozen if method.model_params is None else method.model_params(params, frozen)
+  model_params = method.model_variables(params, frozen)
   return families.of(model).logits(model_params, batch, method.encoder_args(params, batch_size),
                                    enable_dropout=enable_dropout, rngs=rngs)
 
@@ -192,7 +192,7 @@ def score_candidates_step(params: Any, frozen: Any, batch: Batch, *, model: Mode
   candidate as `score_step` on (example, candidate) rows would.
   """
   batch_size = batch['encoder_input_tokens'].shape[0]
-  model_params = frozen if method.model_params is None else method.model_params(params, frozen)
+  model_params = method.model_variables(params, frozen)
   logits = families.of(model).candidate_logits(model_params, batch,
                                                method.encoder_args(params, batch_size))
   return _summed_log_likelihood(logits, batch)
@@ -202,7 +202,7 @@ def predict_step(params: Any, frozen: Any, batch: Batch, *, model: Model,
                  method: prompts.PromptMethod, max_decode_length: int) -> Array:
   """Greedy predictions [batch, max_decode_length] int32 (T5: decoding with the KV cache)."""
   batch_size = batch['decoder_target_tokens'].shape[0]
-  model_params = frozen if method.model_params is None else method.model_params(params, frozen)
+  model_params = method.model_variables(params, frozen)
   return families.of(model).predict(model_params, batch, method.encoder_args(params, batch_size),
                                     max_decode_length)
 
