@@ -15,9 +15,13 @@ parameters (`whole_model`). Rerunning the command resumes; the phase follows
 from the step. At the end the parameters are exported as a T5X checkpoint,
 `MODEL_DIR/t5x/checkpoint_<TRAIN_STEPS>` (bfloat16 arrays by default), which
 `prompt_recycling.train` (INITIAL_CHECKPOINT_PATH) and the recyclers read.
+With `pretrain.init_checkpoint` a run continues such an export instead of a
+random initialisation: a second stage on another mixture
+(gin_configs/runs/pretrain_demo_stage2.gin).
 """
 import dataclasses
 import logging
+import re
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -58,17 +62,21 @@ class Source:
 Phase = Tuple[int, Sequence[Source]]
 
 
-def whole_model(model: t5.T5) -> prompts.PromptMethod:
+def whole_model(model: t5.T5, initial: Optional[Any] = None) -> prompts.PromptMethod:
   """The model itself as what trains: `params` are its parameters, nothing is frozen.
 
   `init` ignores `frozen` (an empty tree) and returns T5's own initialisation,
-  unboxed; the logical axes are the model's own, so the trainer shards the
-  parameters and their optimizer moments exactly as it shards a frozen model.
+  unboxed, or `initial` (a parameter tree of the model's shapes, e.g. a T5X
+  checkpoint's) where given; the logical axes are the model's own, so the
+  trainer shards the parameters and their optimizer moments exactly as it
+  shards a frozen model.
   """
   tokens = jnp.ones((1, 1), jnp.int32)
 
   def init(rng, frozen):
     del frozen
+    if initial is not None:
+      return initial
     return nn.unbox(model.init(rng, tokens, tokens))['params']
 
   abstract = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens)
@@ -151,7 +159,7 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
              max_corpus_tokens: Optional[int] = None, cache_dir: Optional[str] = None,
              save_every: int = 500, keep: int = 2, log_every: int = 50,
              export_dtype: Optional[str] = 'bfloat16', num_partitions: int = 1,
-             progress: bool = True) -> str:
+             init_checkpoint: Optional[str] = None, progress: bool = True) -> str:
   """Trains a T5 from scratch (span corruption, then LM adaptation); returns the T5X export.
 
   Args:
@@ -191,17 +199,34 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
     export_dtype: dtype of the exported T5X arrays ('bfloat16' halves them;
       None keeps float32).
     num_partitions: size of the mesh's `model` axis.
+    init_checkpoint: a T5X checkpoint to continue from instead of a random
+      initialisation (a second stage of pretraining on another mixture): its
+      parameters, read as float32, start the run; the optimizer starts fresh
+      (T5X exports hold no optimizer state), and the phases, learning-rate
+      schedule and data streams count from this run's step 0. As t5x numbers a
+      fine-tuning run's checkpoints, the export is named by the total:
+      `checkpoint_<N + train_steps>` for an init_checkpoint `.../checkpoint_N`.
     progress: show a progress bar.
 
   Returns:
-    The exported checkpoint's path, MODEL_DIR/t5x/checkpoint_<train_steps>.
+    The exported checkpoint's path, MODEL_DIR/t5x/checkpoint_<train_steps>
+    (plus N, above).
 
   Raises:
     ValueError: lm_adaptation_steps outside [0, train_steps].
+    checkpoints.CheckpointError: init_checkpoint is unreadable or does not
+      match model_config.
   """
   if not 0 <= lm_adaptation_steps <= train_steps:
     raise ValueError(f'LM_ADAPTATION_STEPS={lm_adaptation_steps} must be in [0, '
                      f'TRAIN_STEPS={train_steps}]: they are the last steps of the run.')
+  initial, step_offset = None, 0
+  if init_checkpoint:  # Checked before the corpus is read.
+    loaded, _ = checkpoints.load_params(init_checkpoint)
+    checkpoints.validate_params(loaded, model_config, init_checkpoint)
+    initial = jax.tree.map(lambda x: np.asarray(x, np.float32), loaded)
+    match = re.search(r'checkpoint_(\d+)/*$', str(init_checkpoint))
+    step_offset = int(match.group(1)) if match else 0
   vocab = vocabulary.get_vocabulary(vocabulary_path)
   stream = objectives.cached_token_stream(
       corpus, vocab, cache_dir or f'{model_dir}/corpus', min_chars=min_chars,
@@ -227,8 +252,10 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
               'corpus_tokens': len(stream), 'seed': seed, 'batch_size': batch_size,
               'phases': [(steps, [(src.name, src.weight, src.lengths) for src in sources])
                          for steps, sources in phases]}
+  if init_checkpoint:
+    run_info['init_checkpoint'] = str(init_checkpoint)
   state = trainer.train(
-      model=model, frozen={}, method=whole_model(model),
+      model=model, frozen={}, method=whole_model(model, initial),
       tx=adamw_warmup_cosine(learning_rate, train_steps, warmup_steps, weight_decay),
       mesh=partitioning.make_mesh(num_partitions),
       make_batches=lambda start: phase_batches(phases, batch_size, start),
@@ -236,9 +263,10 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
       batch_size=batch_size, seed=seed, save_every=save_every, keep=keep, log_every=log_every,
       enable_dropout=model_config.dropout_rate > 0, progress=progress)
   params = jax.device_get(state.params)
-  export = f'{model_dir}/t5x/checkpoint_{int(state.step)}'
+  export_step = step_offset + int(state.step)
+  export = f'{model_dir}/t5x/checkpoint_{export_step}'
   if jax.process_index() == 0:
-    export = checkpoints.save_t5x(params, f'{model_dir}/t5x', int(state.step), dtype=export_dtype)
+    export = checkpoints.save_t5x(params, f'{model_dir}/t5x', export_step, dtype=export_dtype)
   return export
 
 

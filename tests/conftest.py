@@ -150,7 +150,8 @@ ENTRY_POINTS = {'train': ('prompt_recycling.train', 'train'),
                 'eval': ('prompt_recycling.eval', 'evaluate'),
                 'infer': ('prompt_recycling.infer', 'infer'),
                 'pretrain': ('prompt_recycling.pretrain', 'pretrain'),
-                'lama_transfer': ('prompt_recycling.lama_transfer', 'run')}
+                'lama_transfer': ('prompt_recycling.lama_transfer', 'run'),
+                'weak_labels': ('prompt_recycling.weak_labels', 'weak_labels')}
 _STAND_INS = {}
 
 

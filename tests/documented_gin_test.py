@@ -29,7 +29,7 @@ BINDINGS = ["MODEL_DIR = '/tmp/unused'", "MIXTURE_OR_TASK_NAME = 'glue_sst2_v2'"
                 'BERT_BASE_CASED', 'ROBERTA_BASE', 'ALBERT_BASE_V2', 'GPT2', 'BERT_LARGE_CASED',
                 'ROBERTA_LARGE', 'ALBERT_LARGE_V2', 'GPT2_MEDIUM')]]
 # Given before the files: the *_lm100k_* model files set it, the others leave it to the user.
-DEFAULTS = ["INITIAL_CHECKPOINT_PATH = '/tmp/unused_checkpoint'"]
+DEFAULTS = ["INITIAL_CHECKPOINT_PATH = '/tmp/unused_checkpoint'", "INIT_CHECKPOINT = '/tmp/unused_checkpoint'"]
 
 
 def _commands(text):
