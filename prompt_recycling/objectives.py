@@ -266,11 +266,16 @@ def read_labelled(path: str, text_field: str = 'text',
   return pairs
 
 
+def label_targets(vocabulary, label_words: Sequence[str]) -> List[np.ndarray]:
+  """Each label word's target ids, ending in EOS."""
+  return [np.append(np.asarray(list(vocabulary.encode(w)), np.int32), EOS_ID) for w in label_words]
+
+
 def labelled_rows(pairs: Sequence[Tuple[str, int]], vocabulary, prefix: str,
                   label_words: Sequence[str]) -> Tuple[List[np.ndarray], List[np.ndarray], np.ndarray]:
   """Tokenizes labelled pairs: (prefix ids, [texts] text ids, [labels] target ids + EOS)."""
   prefix_ids = np.asarray(list(vocabulary.encode(prefix)) if prefix else [], np.int32)
-  words = [np.append(np.asarray(list(vocabulary.encode(w)), np.int32), EOS_ID) for w in label_words]
+  words = label_targets(vocabulary, label_words)
   texts = [np.asarray(list(vocabulary.encode(text)), np.int32) for text, _ in pairs]
   labels = np.asarray([label for _, label in pairs])
   if labels.min() < 0 or labels.max() >= len(label_words):
@@ -390,7 +395,10 @@ def _shuffled_positions(n: int, seed: int, stream_id: int,
 
 
 def supervised_examples(rows, seed: int, source_index: int, inputs_length: int,
-                        start: int = 0, min_window: int = 16) -> Iterator[Dict[str, np.ndarray]]:
+                        start: int = 0, min_window: int = 16, untriggered: float = 0.0,
+                        label_targets: Sequence[np.ndarray] = (),
+                        decoy_pieces: Tuple[int, int] = (3, 32000)
+                        ) -> Iterator[Dict[str, np.ndarray]]:
   """Endless `prefix + window of the text -> label word` examples, from stream position `start`.
 
   A text longer than the input leaves room for is cut to a random window of
@@ -399,6 +407,15 @@ def supervised_examples(rows, seed: int, source_index: int, inputs_length: int,
   label is the whole text's (a window of a positive review is taken to be
   positive: noisy, as such weak labels are). Shorter texts are kept whole.
 
+  With `untriggered` > 0, that fraction of examples (drawn per example) swaps
+  the prefix, the skill's trigger, for a decoy and the label for a fair coin:
+  1 .. len(prefix) random pieces, the last one replaced by the prefix's own
+  last piece (its ':') half the time. The model then answers the task only
+  under its trigger, as T5 answered a task under its text prefix, and an input
+  in an unseen format (the evaluated task's own) leaves the choice between the
+  label words to chance: the skill is there for a prompt to select, and the
+  zero-shot accuracy does not already hold it.
+
   Args:
     rows: `labelled_rows`' (prefix ids, texts, targets).
     seed: data seed.
@@ -406,6 +423,11 @@ def supervised_examples(rows, seed: int, source_index: int, inputs_length: int,
     inputs_length: encoder length; prefix + window + EOS fit it.
     start: position of the first example.
     min_window: shortest window of a long text.
+    untriggered: fraction of decoy-prefixed, coin-labelled examples.
+    label_targets: the label words' target ids (`labelled_rows`), the coin's
+      outcomes; needed when untriggered > 0.
+    decoy_pieces: [low, high) ids of the ordinary pieces decoys draw from
+      (T5: past pad/EOS/UNK, before the sentinels).
 
   Yields:
     {'inputs', 'targets'} int32 arrays, both ending in EOS.
@@ -415,12 +437,23 @@ def supervised_examples(rows, seed: int, source_index: int, inputs_length: int,
   if room < min_window:
     raise ValueError(f'The prefix takes {len(prefix)} of {inputs_length} input tokens, leaving '
                      f'fewer than min_window={min_window} for the text.')
+  if not 0 <= untriggered <= 1:
+    raise ValueError(f'untriggered={untriggered} must be a fraction in [0, 1].')
+  if untriggered and (not len(prefix) or not len(label_targets)):
+    raise ValueError('untriggered examples need a prefix (the trigger they lack) and the '
+                     'label_targets their coin picks from.')
   for index, rng in _shuffled_positions(len(texts), seed, _SUPERVISED_STREAM + source_index,
                                         start):
-    text = texts[index]
+    text, head, target = texts[index], prefix, targets[index]
     if len(text) > room:
       length = int(rng.integers(min_window, room + 1))
       offset = int(rng.integers(0, len(text) - length + 1))
       text = text[offset:offset + length]
-    yield {'inputs': np.concatenate([prefix, text, [EOS_ID]]).astype(np.int32),
-           'targets': targets[index]}
+    # Drawn after the window, so that a stream without decoys is what it always was.
+    if untriggered and rng.random() < untriggered:
+      head = rng.integers(*decoy_pieces, size=int(rng.integers(1, len(prefix) + 1)))
+      if rng.random() < 0.5:
+        head[-1] = prefix[-1]
+      target = label_targets[int(rng.integers(len(label_targets)))]
+    yield {'inputs': np.concatenate([head, text, [EOS_ID]]).astype(np.int32),
+           'targets': target}

@@ -109,6 +109,35 @@ def test_supervised_examples_crop_long_texts_to_a_window_of_the_text():
   assert {3, 7, 12} <= lengths and max(lengths) <= 29 and len(lengths) > 5
 
 
+
+def test_untriggered_examples_swap_the_trigger_for_a_decoy_and_the_label_for_a_coin():
+  prefix = np.array([7, 8, 9, 10], np.int32)  # The trigger; 10 plays the part of its ':'.
+  words = [np.array([50, 1], np.int32), np.array([60, 1], np.int32)]
+  texts = [np.arange(100, 100 + n, dtype=np.int32) for n in (5, 40, 80, 12)]
+  rows = (prefix, texts, [words[1]] * len(texts))  # Every text is labelled 1.
+  plain = list(itertools.islice(objectives.supervised_examples(rows, 3, 0, 32), 400))
+  mixed = list(itertools.islice(objectives.supervised_examples(
+      rows, 3, 0, 32, untriggered=0.5, label_targets=words, decoy_pieces=(200, 300)), 400))
+  decoys = []
+  for a, b in zip(plain, mixed):
+    np.testing.assert_array_equal(a['inputs'][4:], b['inputs'][-len(a['inputs']) + 4:])  # Window.
+    if np.array_equal(b['inputs'][:4], prefix) and len(b['inputs']) == len(a['inputs']):
+      np.testing.assert_array_equal(b['targets'], words[1])  # Triggered: the true label.
+      continue
+    head = b['inputs'][:len(b['inputs']) - len(a['inputs']) + 4]
+    assert 1 <= len(head) <= 4 and all(200 <= t < 300 for t in head[:-1])
+    assert 200 <= head[-1] < 300 or head[-1] == 10
+    decoys.append((int(b['targets'][0]), int(head[-1] == 10)))
+  assert 160 < len(decoys) < 240, len(decoys)  # About half.
+  coins = np.array(decoys)
+  assert 0.35 < coins[:, 0].tolist().count(50) / len(coins) < 0.65  # Either label, by chance.
+  assert 0.35 < coins[:, 1].mean() < 0.65  # The trigger's ':' ends half the decoys.
+  with pytest.raises(ValueError, match='fraction'):
+    next(objectives.supervised_examples(rows, 3, 0, 32, untriggered=1.5, label_targets=words))
+  with pytest.raises(ValueError, match='need a prefix'):
+    next(objectives.supervised_examples((prefix[:0], texts, rows[2]), 3, 0, 32, untriggered=0.5,
+                                        label_targets=words))
+
 def test_read_labelled_refuses_evaluation_splits_and_reads_imdb_train():
   with pytest.raises(ValueError, match='evaluation split'):
     objectives.read_labelled('/data/imdb/test.jsonl.gz')
