@@ -67,7 +67,9 @@ sentences).
 What they are not: the papers' numbers. A and B (embed 64, 3+3 layers, seeds 1 and 2) and C
 (embed 96, 4+4 layers, seed 3) are tiny T5 1.1 models this project pretrained on 2 CPU cores
 (span corruption and LM adaptation on Wikipedia, IMDB and SST-2 training text, mixed with IMDB
-review sentiment; SST-2's labels never entered); the papers used T5 1.1 lm100k Base and Large,
+review sentiment; A and B then saw SST-2's training sentences labelled by an IMDB-trained
+classifier, their sentiment skill gated by the prefix 'imdb review:' that a prompt has to stand
+in for; SST-2's own labels never entered); the papers used T5 1.1 lm100k Base and Large,
 100-token prompts and 30k steps.
 Recipe and losses: prompt_recycling/assets/models/README.md."""
 

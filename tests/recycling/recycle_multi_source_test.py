@@ -9,8 +9,8 @@ from prompt_recycling.recycling import base
 from prompt_recycling.recycling import relative
 from prompt_recycling.recycling import vocab
 
-MODEL_A = 'prompt_recycling/assets/models/mini_a/checkpoint_8000'
-MODEL_B = 'prompt_recycling/assets/models/mini_b/checkpoint_8000'
+MODEL_A = 'prompt_recycling/assets/models/mini_a/checkpoint_11000'
+MODEL_B = 'prompt_recycling/assets/models/mini_b/checkpoint_11000'
 FAST_RELATIVE = {'steps': 120, 'snapshot_every': 40, 'top_k': 2000}
 
 
