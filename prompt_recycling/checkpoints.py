@@ -108,6 +108,12 @@ def _read_bytes(path: str) -> bytes:
   return bytes(result.value)
 
 
+def step_of(path: Optional[str]) -> Optional[int]:
+  """The step a T5X `.../checkpoint_N` directory names (N), or None for another path."""
+  match = re.search(r'checkpoint_(\d+)/*$', str(path or ''))
+  return int(match.group(1)) if match else None
+
+
 def _checkpoint_steps(model_dir: str) -> List[int]:
   """Steps N of the `checkpoint_N/checkpoint` files directly under `model_dir`, ascending."""
   if _is_url(model_dir):

@@ -394,6 +394,17 @@ def _shuffled_positions(n: int, seed: int, stream_id: int,
     position += 1
 
 
+def random_window(text: np.ndarray, rng: np.random.Generator, min_window: int,
+                  max_window: int) -> np.ndarray:
+  """`text` if it fits in `max_window` pieces, else a window of it of a uniform length in
+  [min_window, max_window] at a uniform offset (two draws from `rng`, length first)."""
+  if len(text) <= max_window:
+    return text
+  length = int(rng.integers(min_window, max_window + 1))
+  offset = int(rng.integers(0, len(text) - length + 1))
+  return text[offset:offset + length]
+
+
 def supervised_examples(rows, seed: int, source_index: int, inputs_length: int,
                         start: int = 0, min_window: int = 16, untriggered: float = 0.0,
                         label_targets: Sequence[np.ndarray] = (),
@@ -444,11 +455,7 @@ def supervised_examples(rows, seed: int, source_index: int, inputs_length: int,
                      'label_targets their coin picks from.')
   for index, rng in _shuffled_positions(len(texts), seed, _SUPERVISED_STREAM + source_index,
                                         start):
-    text, head, target = texts[index], prefix, targets[index]
-    if len(text) > room:
-      length = int(rng.integers(min_window, room + 1))
-      offset = int(rng.integers(0, len(text) - length + 1))
-      text = text[offset:offset + length]
+    text, head, target = random_window(texts[index], rng, min_window, room), prefix, targets[index]
     # Drawn after the window, so that a stream without decoys is what it always was.
     if untriggered and rng.random() < untriggered:
       head = rng.integers(*decoy_pieces, size=int(rng.integers(1, len(prefix) + 1)))

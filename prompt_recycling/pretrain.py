@@ -21,7 +21,6 @@ random initialisation: a second stage on another mixture
 """
 import dataclasses
 import logging
-import re
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -226,8 +225,7 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
     loaded, _ = checkpoints.load_params(init_checkpoint)
     checkpoints.validate_params(loaded, model_config, init_checkpoint)
     initial = jax.tree.map(lambda x: np.asarray(x, np.float32), loaded)
-    match = re.search(r'checkpoint_(\d+)/*$', str(init_checkpoint))
-    step_offset = int(match.group(1)) if match else 0
+    step_offset = checkpoints.step_of(init_checkpoint) or 0
   vocab = vocabulary.get_vocabulary(vocabulary_path)
   stream = objectives.cached_token_stream(
       corpus, vocab, cache_dir or f'{model_dir}/corpus', min_chars=min_chars,
@@ -286,12 +284,13 @@ def _supervised_source(task: Mapping[str, Any], index: int, vocab, seed: int,
   rows = objectives.labelled_rows(pairs, vocab, task.get('prefix', ''), task['labels'])
   target_length = max(len(t) for t in rows[2])
   inputs_length = int(task.get('inputs_length', inputs_length))
+  label_targets = objectives.label_targets(vocab, task['labels'])
   return Source(f"supervised:{task.get('prefix', '')}{task['path'].split('/')[-1]}",
                 lambda start: objectives.supervised_examples(
                     rows, seed, index, inputs_length, start,
                     min_window=int(task.get('min_window', 16)),
                     untriggered=float(task.get('untriggered', 0.0)),
-                    label_targets=objectives.label_targets(vocab, task['labels']),
+                    label_targets=label_targets,
                     decoy_pieces=(3, vocab.base_vocab_size)),
                 {'inputs': inputs_length, 'targets': target_length}, int(task.get('weight', 1)))
 

@@ -385,11 +385,11 @@ def family_evaluator_args(convert, tokenizer: Any, model: families.Family,
 
 def _warn_on_step_mismatch(initial_checkpoint_path: Optional[str], checkpoint_step: int) -> None:
   """Warns when a T5X `.../checkpoint_N` path disagrees with CHECKPOINT_STEP."""
-  match = re.search(r'checkpoint_(\d+)/*$', initial_checkpoint_path or '')
-  if match and int(match.group(1)) != checkpoint_step:
-    logging.warning('INITIAL_CHECKPOINT_PATH %s is step %s but CHECKPOINT_STEP is %d: t5x would '
-                    "continue Adafactor's decay schedule from %s.", initial_checkpoint_path,
-                    match.group(1), checkpoint_step, match.group(1))
+  step = checkpoints.step_of(initial_checkpoint_path)
+  if step is not None and step != checkpoint_step:
+    logging.warning('INITIAL_CHECKPOINT_PATH %s is step %d but CHECKPOINT_STEP is %d: t5x would '
+                    "continue Adafactor's decay schedule from %d.", initial_checkpoint_path,
+                    step, checkpoint_step, step)
 
 
 def main(argv):

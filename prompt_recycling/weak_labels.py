@@ -32,9 +32,9 @@ def windows(texts: Sequence[np.ndarray], labels: np.ndarray, per_text: int, min_
             max_window: int, seed: int) -> Tuple[List[np.ndarray], np.ndarray]:
   """`per_text` random windows of each text, each with its text's label.
 
-  A text longer than `max_window` pieces gives windows of a uniform length in
-  [min_window, max_window] at a uniform offset (as `objectives.supervised_examples`
-  cuts IMDB reviews for pretraining); a shorter text is repeated whole.
+  `objectives.random_window`, as pretraining cuts IMDB reviews: a text longer
+  than `max_window` pieces gives windows of a uniform length in [min_window,
+  max_window] at a uniform offset; a shorter text is repeated whole.
 
   Args:
     texts: token ids per text.
@@ -47,17 +47,9 @@ def windows(texts: Sequence[np.ndarray], labels: np.ndarray, per_text: int, min_
     (windows, labels [texts * per_text]).
   """
   rng = np.random.default_rng(seed)
-  out, out_labels = [], []
-  for text, label in zip(texts, labels):
-    for _ in range(per_text):
-      if len(text) > max_window:
-        length = int(rng.integers(min_window, max_window + 1))
-        offset = int(rng.integers(0, len(text) - length + 1))
-        out.append(text[offset:offset + length])
-      else:
-        out.append(text)
-      out_labels.append(label)
-  return out, np.asarray(out_labels)
+  out = [objectives.random_window(text, rng, min_window, max_window)
+         for text in texts for _ in range(per_text)]
+  return out, np.repeat(np.asarray(labels), per_text)
 
 
 def bag_of_pieces(texts: Sequence[np.ndarray], vocab_size: int) -> scipy.sparse.csr_matrix:
