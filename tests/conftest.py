@@ -26,8 +26,8 @@ otherwise cut into 8 slices, each slice op compiled for its shape and offset
 (~3.4 s for the first save of a whole tiny T5 with its Adam moments; the
 pretraining resume test went from 41 to 30 CPU-s). The checkpoint's values,
 and what a restore returns, are the same either way; a real multi-device run
-keeps orbax's default. Commands the tests start run one device, where there is
-nothing to split.
+keeps orbax's default, as do the commands the tests start (most on one device,
+where there is nothing to split).
 """
 import contextlib
 import os
