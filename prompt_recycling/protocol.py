@@ -72,7 +72,7 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
         eval_mode: str = 'rank', max_eval_examples: Optional[int] = None,
         vocabulary: str = 'auto', population: int = 5000, vocabulary_path: Optional[str] = None,
         data_dir: Optional[str] = None, progress: bool = True,
-        workers: int = 1) -> List[experiment.Result]:
+        workers: int = 1, eval_batch_size: Optional[int] = None) -> List[experiment.Result]:
   """Runs the whole protocol; see the module docstring.
 
   Args:
@@ -85,6 +85,7 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
     seeds, inits: one source prompt per (init, seed).
     prompt_length, train_steps, batch_size, task_feature_lengths, learning_rate:
       prompt tuning (the paper: 100 tokens, lr 0.3, batch 32).
+    eval_batch_size: rows per evaluation batch (default: batch_size).
     retune_targets: also tune a prompt on each target (the upper bound).
     metric, eval_split, eval_mode, max_eval_examples: evaluation (a seeded random
       subset of the split when max_eval_examples is set; `data.sample`).
@@ -131,7 +132,8 @@ def run(*, models: Mapping[str, Mapping[str, Any]], source: str, targets: Sequen
       targets=[{'name': t, **models[t]} for t in [source, *targets]],
       prompt_files={source: source_prompts}, recyclers=recyclers, task=task,
       output_dir=str(out), metric=metric, split=eval_split, mode=eval_mode,
-      task_feature_lengths=lengths, batch_size=batch_size, max_examples=max_eval_examples,
+      task_feature_lengths=lengths, batch_size=eval_batch_size or batch_size,
+      max_examples=max_eval_examples,
       vocabulary=vocabulary, retuned_prompt_files=retuned, progress=progress, workers=workers)
 
 
