@@ -45,6 +45,10 @@ PROMPT_LENGTH = 10
 # 72% (REPRODUCTION.md); a step of 8 costs about a quarter of a step of 32 on CPU.
 TRAIN_BATCH_SIZE = 8
 EVAL_BATCH_SIZE = 32
+# 'negative' / 'positive' are one piece + EOS: 2 target tokens cut nothing; 4 would add two
+# padding positions' vocabulary-wide logits, 21% more FLOPs per train step.
+FEATURE_LENGTHS = {'inputs': 64, 'targets': 2}
+LEARNING_RATE = 0.3  # The papers' (Adafactor).
 INITS = ('class_labels', 'sampled_vocab')
 RECYCLERS = ('v2v-lin', 'lin-comb', 'v2v-nn', 'neural-projector', 'relative', 'nearest-neighbor')
 
@@ -174,9 +178,7 @@ def main(argv):
       seeds=[int(s) for s in _SEEDS.value], inits=list(INITS),
       prompt_length=PROMPT_LENGTH, train_steps=_TRAIN_STEPS.value,
       batch_size=TRAIN_BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE,
-      # 'negative' / 'positive' are one piece + EOS: 2 target tokens cut nothing; 4 would add
-      # two padding positions' vocabulary-wide logits, 21% more FLOPs per train step.
-      task_feature_lengths={'inputs': 64, 'targets': 2}, learning_rate=0.3,
+      task_feature_lengths=FEATURE_LENGTHS, learning_rate=LEARNING_RATE,
       eval_split='validation', eval_mode='rank', max_eval_examples=_EVAL_EXAMPLES.value,
       vocabulary='auto', population=5000,
       vocabulary_path=str(ASSETS / 't5' / 'sentencepiece.model'), data_dir=str(ASSETS / 'data'),

@@ -31,7 +31,7 @@ _SCRIPT = """
 import json, pathlib, sys
 from prompt_recycling import data, demo, experiment, partitioning, prompts, protocol
 demo.single_threaded_xla()
-lengths = {'inputs': 64, 'targets': 2}
+lengths = demo.FEATURE_LENGTHS
 data.configure_tasks(str(demo.ASSETS / 't5' / 'sentencepiece.model'), str(demo.ASSETS / 'data'))
 model = demo.models(['A'])['A']
 target = experiment.TargetModel(model, 'glue_sst2_v2', 'validation', 'rank', lengths,
@@ -39,7 +39,7 @@ target = experiment.TargetModel(model, 'glue_sst2_v2', 'validation', 'rank', len
 path = protocol.tune(model, 'glue_sst2_v2', pathlib.Path(sys.argv[1]), init='class_labels',
                      seed=0, prompt_length=demo.PROMPT_LENGTH, train_steps=int(sys.argv[2]),
                      batch_size=demo.TRAIN_BATCH_SIZE, feature_lengths=lengths,
-                     learning_rate=0.3, progress=False)
+                     learning_rate=demo.LEARNING_RATE, progress=False)
 print(json.dumps({'zero_shot': target.baseline(),
                   'tuned': target.evaluate(prompts.load_prompt(path))}))
 """
