@@ -185,7 +185,9 @@ def pretrain(*, model_dir: str, model_config: t5.T5Config, corpus: Sequence[str]
       (batches per round, default 1), 'inputs_length' (default
       inputs_length), 'min_window' (shortest window of a longer text,
       default 16), 'text_field', 'label_field', 'untriggered' (fraction of
-      decoy-prefixed, coin-labelled examples, default 0)};
+      decoy-prefixed, coin-labelled examples, default 0), 'decoy_pieces'
+      ([low, high) ids the decoys draw from, default every ordinary piece;
+      SentencePiece numbers pieces by score, so [3, 10000) are common words)};
       `objectives.read_labelled` / `supervised_examples`. No labelled example
       of a task reported later may enter (SST-2's labels never do).
     unsupervised_weight: the phase objective's batches per round of the
@@ -273,11 +275,11 @@ def _supervised_source(task: Mapping[str, Any], index: int, vocab, seed: int,
                        inputs_length: int) -> Source:
   """A `Source` of one labelled task: {'path', 'prefix', 'labels', 'weight', ...}."""
   unknown = set(task) - {'path', 'prefix', 'labels', 'weight', 'inputs_length', 'min_window',
-                         'text_field', 'label_field', 'untriggered'}
+                         'text_field', 'label_field', 'untriggered', 'decoy_pieces'}
   if unknown or not {'path', 'labels'} <= set(task):
     raise ValueError(f"pretrain.supervised[{index}] = {dict(task)}: give 'path' and 'labels' "
                      f"(and optionally 'prefix', 'weight', 'inputs_length', 'min_window', "
-                     f"'text_field', 'label_field', 'untriggered'); "
+                     f"'text_field', 'label_field', 'untriggered', 'decoy_pieces'); "
                      f'unknown keys: {sorted(unknown)}.')
   pairs = objectives.read_labelled(task['path'], task.get('text_field', 'text'),
                                    task.get('label_field', 'label'))
@@ -285,13 +287,18 @@ def _supervised_source(task: Mapping[str, Any], index: int, vocab, seed: int,
   target_length = max(len(t) for t in rows[2])
   inputs_length = int(task.get('inputs_length', inputs_length))
   label_targets = objectives.label_targets(vocab, task['labels'])
+  low, high = task.get('decoy_pieces', (3, vocab.base_vocab_size))
+  if not 0 <= low < high <= vocab.base_vocab_size:
+    raise ValueError(f"pretrain.supervised[{index}]['decoy_pieces'] = [{low}, {high}): give "
+                     f'piece ids with 0 <= low < high <= {vocab.base_vocab_size} (the '
+                     f'vocabulary\'s ordinary pieces).')
   return Source(f"supervised:{task.get('prefix', '')}{task['path'].split('/')[-1]}",
                 lambda start: objectives.supervised_examples(
                     rows, seed, index, inputs_length, start,
                     min_window=int(task.get('min_window', 16)),
                     untriggered=float(task.get('untriggered', 0.0)),
                     label_targets=label_targets,
-                    decoy_pieces=(3, vocab.base_vocab_size)),
+                    decoy_pieces=(int(low), int(high))),
                 {'inputs': inputs_length, 'targets': target_length}, int(task.get('weight', 1)))
 
 
