@@ -8,8 +8,8 @@ The demo's settings (10 tokens, lr 0.3, batch 8, 500 steps, inputs 64, targets 2
 class-label init, seed 0, all 872 validation sentences, run as the demo runs
 (its own process, one CPU device, single-threaded XLA ops, full optimisation;
 the test run's 8 forced devices would split each batch of 8 row by row).
-Measured: zero-shot 57.3%, tuned 73.9% (+16.6), the demo's own number for this
-prompt; in the test run's process it was 71.4% (seed 1: 66.5%). One prompt over
+Measured (session 9's models): zero-shot 50.7%, tuned 70.6% (+19.9), the demo's
+own number for this prompt (session 7's models: 57.3% and 73.9%). One prompt over
 the same 872 sentences leaves a paired difference of about +-3.3 points (95%),
 so an 8-point bar is clear of the noise and well under what was measured.
 Before the demo tuned with batch 8, 100 steps of 32 were chaotic here (seeds 0
