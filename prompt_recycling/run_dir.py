@@ -14,6 +14,7 @@ Layout (t5x- and prompt-tuning-compatible where they define one):
 import dataclasses
 import json
 import pathlib
+import threading
 from typing import Any, Dict, Optional
 
 import jax
@@ -106,12 +107,24 @@ def checkpoint_manager(model_dir: str, *, keep: Optional[int] = 3) -> ocp.Checkp
   return ocp.CheckpointManager(pathlib.Path(model_dir).absolute() / 'checkpoints', options=options)
 
 
+# Orbax numbers a save's cross-layer signals by one process-wide "current
+# operation id" (orbax 0.12: `OperationIdGenerator`), so two managers saving at
+# once in threads of one process (prompts tuned side by side: the demo, the
+# protocol) can wait on each other's keys until the 300 s timeout. One save at
+# a time per process; the saves are small next to the training between them.
+_SAVE_LOCK = threading.Lock()
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_position: int) -> None:
-  """Saves the train state and where the data stream stands; waits until durable."""
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      meta=ocp.args.JsonSave({'step': int(step), 'data_position': int(data_position)})))
-  manager.wait_until_finished()
+  """Saves the train state and where the data stream stands; waits until durable.
+
+  Thread-safe: saves from several threads of a process run one at a time.
+  """
+  with _SAVE_LOCK:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave({'step': int(step), 'data_position': int(data_position)})))
+    manager.wait_until_finished()
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: Optional[int] = None):

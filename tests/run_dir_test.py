@@ -1,6 +1,9 @@
-"""run_dir.claim: one MODEL_DIR per run, model configs compared field by field."""
+"""run_dir: one MODEL_DIR per run (configs compared field by field); saves from threads."""
 import json
+import threading
+import time
 
+import numpy as np
 import pytest
 
 from prompt_recycling import run_dir
@@ -50,3 +53,34 @@ def test_a_different_run_is_refused(tmp_path, requested, names):
   for name in names:
     assert name in str(error.value)
   assert (tmp_path / 'run_info.json').read_text() == before
+
+
+def test_saves_from_threads_side_by_side_all_finish_and_restore(tmp_path):
+  """Prompts tuned side by side in threads (the demo, the protocol) each save their run.
+
+  Without run_dir's lock, orbax 0.12's process-wide operation id made three such
+  savers wait on each other's signals until its 300 s timeout, every time here.
+  """
+  done, errors = [], []
+
+  def work(i):
+    try:
+      manager = run_dir.checkpoint_manager(str(tmp_path / str(i)), keep=2)
+      for step in range(1, 9):
+        run_dir.save(manager, step, {'p': np.full((5, 4), 10 * i + step, np.float32)}, step)
+      done.append(i)
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(3)]
+  for t in threads:
+    t.start()
+  deadline = time.time() + 60
+  for t in threads:
+    t.join(max(0.0, deadline - time.time()))
+  assert not errors and sorted(done) == [0, 1, 2], (done, errors)
+  for i in range(3):
+    manager = run_dir.checkpoint_manager(str(tmp_path / str(i)), keep=2)
+    state, meta = run_dir.restore(manager, {'p': np.zeros((5, 4), np.float32)})
+    assert meta == {'step': 8, 'data_position': 8}
+    np.testing.assert_array_equal(state['p'], np.full((5, 4), 10 * i + 8, np.float32))
