@@ -287,11 +287,13 @@ def _supervised_source(task: Mapping[str, Any], index: int, vocab, seed: int,
   target_length = max(len(t) for t in rows[2])
   inputs_length = int(task.get('inputs_length', inputs_length))
   label_targets = objectives.label_targets(vocab, task['labels'])
-  low, high = task.get('decoy_pieces', (3, vocab.base_vocab_size))
-  if not 0 <= low < high <= vocab.base_vocab_size:
-    raise ValueError(f"pretrain.supervised[{index}]['decoy_pieces'] = [{low}, {high}): give "
-                     f'piece ids with 0 <= low < high <= {vocab.base_vocab_size} (the '
+  decoys = task.get('decoy_pieces', (3, vocab.base_vocab_size))
+  if not (isinstance(decoys, (list, tuple)) and len(decoys) == 2
+          and 0 <= decoys[0] < decoys[1] <= vocab.base_vocab_size):
+    raise ValueError(f"pretrain.supervised[{index}]['decoy_pieces'] = {decoys!r}: give [low, "
+                     f'high) piece ids with 0 <= low < high <= {vocab.base_vocab_size} (the '
                      f'vocabulary\'s ordinary pieces).')
+  low, high = decoys
   return Source(f"supervised:{task.get('prefix', '')}{task['path'].split('/')[-1]}",
                 lambda start: objectives.supervised_examples(
                     rows, seed, index, inputs_length, start,

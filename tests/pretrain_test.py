@@ -138,6 +138,7 @@ def test_untriggered_examples_swap_the_trigger_for_a_decoy_and_the_label_for_a_c
     next(objectives.supervised_examples((prefix[:0], texts, rows[2]), 3, 0, 32, untriggered=0.5,
                                         label_targets=words))
 
+
 def test_a_supervised_task_draws_its_decoys_from_the_pieces_it_names(tmp_path, t5_vocab):
   path = tmp_path / 'train.jsonl'
   path.write_text(''.join(f'{{"text": "a film {i} that we liked", "label": {i % 2}}}\n'
@@ -147,9 +148,10 @@ def test_a_supervised_task_draws_its_decoys_from_the_pieces_it_names(tmp_path, t
   source = pretrain._supervised_source(task, 0, t5_vocab, seed=1, inputs_length=32)
   trigger = list(t5_vocab.encode('imdb review:'))
   heads = [ex['inputs'][0] for ex in itertools.islice(source.examples(0), 200)]
-  # Every example is a decoy, whose first piece is drawn from [3, 50): the trigger's is 256.
+  # Every example is a decoy, whose first piece is drawn from [3, 50) (or is the trigger's
+  # ':', id 10, for a one-piece decoy); the trigger's first piece is 256.
   assert trigger[0] >= 50 and all(3 <= h < 50 for h in heads) and len(set(heads)) > 20
-  for bad in ([0, 40000], [50, 3]):
+  for bad in ([0, 40000], [50, 3], 5000):
     with pytest.raises(ValueError, match=r"supervised\[2\]\['decoy_pieces'\]"):
       pretrain._supervised_source({**task, 'decoy_pieces': bad}, 2, t5_vocab, 1, 32)
 
