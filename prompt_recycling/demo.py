@@ -145,6 +145,22 @@ def verdict(rows) -> str:
   return '\n'.join(lines)
 
 
+def vocabulary_map_fit(source, target) -> float:
+  """How far a linear map carries tokens between two models: v2v-lin's held-out cosine.
+
+  The least-squares map from `source` [vocab, embed] to `target` [vocab,
+  embed'] rows is fit on 90% of the recycling paper's fit words and scored on
+  the other 10% (`recycling.report.held_out_fit`): 1.0 for tables that are a
+  rotation of each other, about 0 for tables that share no linear structure,
+  where no vocabulary-based recycler has anything to carry a prompt with.
+  """
+  from prompt_recycling.recycling import base, report, vocab  # pylint: disable=g-import-not-at-top
+  ids = vocab.select(vocab.resolve('auto', 'v2v-lin'), source.shape[0])
+  fit = report.held_out_fit(base.get_recycler('v2v-lin'), source[ids], target[ids],
+                            jax.random.key(0))
+  return float(fit['cosine'])
+
+
 def single_threaded_xla() -> None:
   """XLA's CPU ops on one thread each (see the module docstring); before JAX starts its backend."""
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
@@ -187,6 +203,14 @@ def main(argv):
   print()
   print((out / 'summary.md').read_text())
   print(verdict(rows))
+  from prompt_recycling import family_checkpoints  # pylint: disable=g-import-not-at-top
+  tables = {n: family_checkpoints.load_token_embedding(found[n]['path']) for n in found}
+  for target in _TARGETS.value:
+    if tables[target].shape[0] == tables['A'].shape[0]:  # Row-aligned: one shared vocabulary.
+      print(f"Token map A -> {target} (v2v-lin's least squares, 10% of its fit words held out): "
+            f"cosine {vocabulary_map_fit(tables['A'], tables[target]):.2f} with {target}'s true "
+            'rows (1.00: it carries every token; near 0: the tables share nothing a recycler '
+            'can use).')
   print()
   print(about(len(INITS) * len(_SEEDS.value), _TRAIN_STEPS.value, _EVAL_EXAMPLES.value))
   print(f'\nPer-prompt rows: {out / "results.csv"}; plot: {out / "summary.png"}; '

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -27,6 +28,8 @@ def test_demo_runs_the_whole_protocol_quietly(tmp_path, tiny_t5x_checkpoint):
   # The table with intervals, the verdict and what the numbers are not.
   assert '| A -> B | v2v-lin | 2 |' in result.stdout and '[95% CI]' in result.stdout
   assert 'zero-shot' in result.stdout and "What they are not: the papers' numbers" in result.stdout
+  # A and B are the same checkpoint here: the token map between them is exact.
+  assert 'Token map A -> B' in result.stdout and 'cosine 1.00 with' in result.stdout
   # The closing text states this run's settings, not the defaults.
   assert ('2 10-token prompts tuned on model A for 2 steps' in result.stdout
           and 'a seeded sample of 24 of the 872 sentences' in result.stdout), result.stdout[-1500:]
@@ -74,3 +77,13 @@ def test_verdict_reads_the_intervals():
   assert 'a prompt tuned on C: 58.8% (clearly below it)' in text
   assert 'beyond the noise: v2v-lin; below it: relative' in text
   assert 'beyond the noise: none; below it: none' in text  # A -> C: 64 +- 3 overlaps 65.8.
+
+
+def test_vocabulary_map_fit_tells_a_rotation_from_unrelated_tables():
+  from prompt_recycling import demo  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  table = rng.normal(size=(32128, 16)).astype(np.float32)
+  rotation, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+  assert demo.vocabulary_map_fit(table, table @ rotation) > 0.99
+  unrelated = rng.normal(size=(32128, 24)).astype(np.float32)  # Another width, as A -> C.
+  assert abs(demo.vocabulary_map_fit(table, unrelated)) < 0.1
