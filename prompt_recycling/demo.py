@@ -30,8 +30,12 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 
 from prompt_recycling import cli  # pylint: disable=g-import-not-at-top
+from prompt_recycling import family_checkpoints  # pylint: disable=g-import-not-at-top
 from prompt_recycling import protocol  # pylint: disable=g-import-not-at-top
 from prompt_recycling import results as results_lib  # pylint: disable=g-import-not-at-top
+from prompt_recycling.recycling import base  # pylint: disable=g-import-not-at-top
+from prompt_recycling.recycling import report  # pylint: disable=g-import-not-at-top
+from prompt_recycling.recycling import vocab  # pylint: disable=g-import-not-at-top
 
 ASSETS = pathlib.Path(__file__).resolve().parent / 'assets'
 SHIPPED = {'A': 'mini_a', 'B': 'mini_b', 'C': 'mini_c'}
@@ -154,7 +158,6 @@ def vocabulary_map_fit(source, target) -> float:
   rotation of each other, about 0 for tables that share no linear structure,
   where no vocabulary-based recycler has anything to carry a prompt with.
   """
-  from prompt_recycling.recycling import base, report, vocab  # pylint: disable=g-import-not-at-top
   ids = vocab.select(vocab.resolve('auto', 'v2v-lin'), source.shape[0])
   fit = report.held_out_fit(base.get_recycler('v2v-lin'), source[ids], target[ids],
                             jax.random.key(0))
@@ -203,7 +206,6 @@ def main(argv):
   print()
   print((out / 'summary.md').read_text())
   print(verdict(rows))
-  from prompt_recycling import family_checkpoints  # pylint: disable=g-import-not-at-top
   tables = {n: family_checkpoints.load_token_embedding(found[n]['path']) for n in found}
   for target in _TARGETS.value:
     if tables[target].shape[0] == tables['A'].shape[0]:  # Row-aligned: one shared vocabulary.
