@@ -331,7 +331,7 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   from tasks import metrics as task_metrics  # pylint: disable=g-import-not-at-top
   task = data.get_task(task_name)
   members = task.tasks if isinstance(task, seqio.Mixture) else [task]
-  examples = {sub.name: _read_examples(sub.name, split, max_examples) for sub in members}
+  examples = {sub.name: read_examples(sub.name, split, max_examples) for sub in members}
   if convert is not None:
     examples = {name: [{**ex, **convert(ex)} for ex in exs] for name, exs in examples.items()}
   # One length for all of a mixture's tasks, as SeqIO's evaluator measures them (and one
@@ -360,7 +360,7 @@ def task_evaluator(task_name: str, *, split: str, feature_lengths: Mapping[str, 
   return evaluate_fn
 
 
-def _read_examples(task_name: str, split: str, max_examples: Optional[int]) -> List[Example]:
+def read_examples(task_name: str, split: str, max_examples: Optional[int]) -> List[Example]:
   """A task's `split`, untrimmed, the same on every process (`max_examples`: a seeded subset)."""
   examples = data.sample(data.seqio_examples(task_name, split, None, shuffle=False,
                                              per_host=False), max_examples)

@@ -77,6 +77,33 @@ def test_verdict_reads_the_intervals():
   assert 'a prompt tuned on C: 58.8% (clearly below it)' in text
   assert 'beyond the noise: v2v-lin; below it: relative' in text
   assert 'beyond the noise: none; below it: none' in text  # A -> C: 64 +- 3 overlaps 65.8.
+  assert 'worse than chance' not in demo.verdict(rows, chance=50.9)  # Both zero-shots above it.
+
+
+def test_verdict_says_when_beating_a_zero_shot_below_chance_is_no_transfer():
+  """The shipped C answers SST-2 at 39.3% without a prompt: landing at chance beats that."""
+  from prompt_recycling import demo  # pylint: disable=g-import-not-at-top
+  from prompt_recycling import results as results_lib  # pylint: disable=g-import-not-at-top
+  R = results_lib.Result
+  rows = results_lib.summarize([
+      R('-', 'C', results_lib.BASELINE, '-', 39.3, 872),
+      *[R('A', 'C', 'relative', f'p{i}', 48.5 + i % 2, 872) for i in range(10)],
+      *[R('A', 'C', 'v2v-lin', f'p{i}', 60.0 + i % 2, 872) for i in range(10)]])
+  text = demo.verdict(rows, chance=50.9)
+  assert 'mean above zero-shot beyond the noise: relative, v2v-lin;' in text
+  assert 'C answers worse than chance (50.9%' in text
+  assert text.endswith('means above chance beyond the noise: v2v-lin.')
+  assert 'worse than chance' not in demo.verdict(rows)  # No chance given: the paper's rule alone.
+
+
+def test_majority_accuracy_is_the_frequent_label_share_of_the_evaluated_sentences():
+  pytest.importorskip('seqio')
+  from prompt_recycling import data, demo  # pylint: disable=g-import-not-at-top
+  data.configure_tasks(str(demo.ASSETS / 't5' / 'sentencepiece.model'), str(demo.ASSETS / 'data'))
+  # SST-2 validation: 444 positive, 428 negative.
+  assert demo.majority_accuracy('glue_sst2_v2', 'validation', None) == pytest.approx(100 * 444 / 872)
+  sample = demo.majority_accuracy('glue_sst2_v2', 'validation', 100)
+  assert 50 <= sample < 65  # A seeded 100 of the 872: the majority share, near half.
 
 
 def test_vocabulary_map_fit_tells_a_rotation_from_unrelated_tables():
