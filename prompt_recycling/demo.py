@@ -228,9 +228,11 @@ def main(argv):
       vocabulary_path=str(ASSETS / 't5' / 'sentencepiece.model'), data_dir=str(ASSETS / 'data'),
       workers=workers)
   rows = results_lib.summarize(results)
+  chance = majority_accuracy('glue_sst2_v2', 'validation', _EVAL_EXAMPLES.value)
+  results_lib.plot(rows, out / 'summary.png', 'accuracy', chance=chance)  # Redrawn with chance.
   print()
   print((out / 'summary.md').read_text())
-  print(verdict(rows, majority_accuracy('glue_sst2_v2', 'validation', _EVAL_EXAMPLES.value)))
+  print(verdict(rows, chance))
   tables = {n: family_checkpoints.load_token_embedding(found[n]['path']) for n in found}
   for target in _TARGETS.value:
     if tables[target].shape[0] == tables['A'].shape[0]:  # Row-aligned: one shared vocabulary.

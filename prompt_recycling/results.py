@@ -167,11 +167,14 @@ def read(path: pathlib.Path) -> List[Result]:
                    int(row[5]) if len(row) > 5 and row[5] else None) for row in reader]
 
 
-def plot(rows: Sequence[Dict[str, Any]], path: pathlib.Path, metric: str) -> None:
+def plot(rows: Sequence[Dict[str, Any]], path: pathlib.Path, metric: str,
+         chance: Optional[float] = None) -> None:
   """One panel per source -> target pair: each recycler's prompts as dots, mean and 95% CI.
 
-  The target's zero-shot accuracy (grey band: its interval) and the prompt
-  tuned on the target (green) are reference lines; the axis fits the data.
+  The target's zero-shot accuracy (grey band: its interval), the prompt tuned
+  on the target (green) and, if given, `chance` (the metric of always giving
+  the most frequent answer; red, dotted) are reference lines; the axis fits
+  the data.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -208,6 +211,9 @@ def plot(rows: Sequence[Dict[str, Any]], path: pathlib.Path, metric: str) -> Non
       ax.axvline(tuned['mean'], color='tab:green', ls='-', lw=1.5,
                  label=f"tuned on {target} {tuned['mean']:.1f}")
       shown.append(tuned['mean'])
+    if chance is not None:
+      ax.axvline(chance, color='tab:red', ls=':', lw=1.5, label=f'chance {chance:.1f}')
+      shown.append(chance)
     shown = [v for v in shown if not math.isnan(v)]
     if shown:
       span = max(shown) - min(shown)

@@ -51,3 +51,15 @@ def test_summary_counts_successes_with_intervals_and_writes_the_files(tmp_path):
   assert results.read(tmp_path / 'results.csv') == [
       results.Result(r.source, r.target, r.recycler, r.prompt, round(r.metric, 4), 872)
       for r in rows]
+
+
+def test_plot_draws_chance_where_given(tmp_path):
+  """A chance line changes the picture (and widens the axis to reach it); without one, the same."""
+  rows = results.summarize(
+      [results.Result('-', 'C', results.BASELINE, '-', 39.3, 872)] +
+      [results.Result('A', 'C', 'relative', f'p{i}', 44.0 + i, 872) for i in range(4)])
+  results.plot(rows, tmp_path / 'plain.png', 'accuracy')
+  results.plot(rows, tmp_path / 'again.png', 'accuracy', chance=None)
+  results.plot(rows, tmp_path / 'chance.png', 'accuracy', chance=50.9)
+  plain, again, chance = [(tmp_path / f'{n}.png').read_bytes() for n in ('plain', 'again', 'chance')]
+  assert plain == again and chance != plain
