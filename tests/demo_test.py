@@ -96,7 +96,8 @@ def test_verdict_says_when_beating_a_zero_shot_below_chance_is_no_transfer():
   assert 'worse than chance' not in demo.verdict(rows)  # No chance given: the paper's rule alone.
 
 
-def test_majority_accuracy_is_the_frequent_label_share_of_the_evaluated_sentences():
+def test_majority_accuracy_is_the_frequent_label_share_of_the_evaluated_sentences(
+    restore_task_settings):
   pytest.importorskip('seqio')
   from prompt_recycling import data, demo  # pylint: disable=g-import-not-at-top
   data.configure_tasks(str(demo.ASSETS / 't5' / 'sentencepiece.model'), str(demo.ASSETS / 'data'))
